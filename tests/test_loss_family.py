@@ -32,8 +32,17 @@ def pair(**extra):
     return PairLogps(**(base | extra))
 
 
+class TinyPolicy(torch.nn.Linear):
+    """Stands in for a policy where a loss builds its own module from the policy's config."""
+
+    def __init__(self, hidden=8, layers=2):
+        super().__init__(1, 1)
+        self.config = type("Config", (), {"hidden_size": hidden, "num_hidden_layers": layers})()
+
+
 def run(name, logps=None, **params):
     (loss,) = build_losses([LossTerm(name=name, **params)])
+    loss.build_module(TinyPolicy())
     return loss(logps or pair()).loss
 
 
@@ -217,11 +226,12 @@ def test_every_pairwise_loss_is_finite_and_differentiable(name):
                    rejected_tokens=torch.full((b,), 5.0), ref_chosen=torch.randn(b) - 5, ref_rejected=torch.randn(b) - 6,
                    chosen_token_logps=tokens, rejected_token_logps=tokens, chosen_mask=mask, rejected_mask=mask,
                    ref_chosen_token_logps=tokens, ref_rejected_token_logps=tokens, wpo_chosen=torch.full((b,), -0.1),
-                   wpo_rejected=torch.full((b,), -0.1),
+                   wpo_rejected=torch.full((b,), -0.1), chosen_token_kl=tokens.abs(), rejected_token_kl=tokens.abs() / 2,
+                   ref_chosen_hidden=torch.randn(2, b, t, 8), ref_rejected_hidden=torch.randn(2, b, t, 8),
                    extras={"score_chosen": torch.ones(b), "score_rejected": torch.zeros(b)})
     out = run(name, lp)
     assert out.shape == (b,) and torch.isfinite(out).all()
-    if name not in ("ld_dpo",):  # ld_dpo reads the token-level values, not the sums
+    if name not in ("ld_dpo", "sparsepo"):  # these read the token-level values, not the sums
         out.sum().backward()
         assert chosen.grad is not None and torch.isfinite(chosen.grad).all()
 

@@ -60,7 +60,7 @@ class PairBatch:
 
 
 def collate_pairs(pairs: list[TokenizedPair], index: list[int], pad_id: int) -> PairBatch:
-    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    rows = [p.rows[0] for p in pairs] + [p.rows[1] for p in pairs]
     common = set.intersection(*(set(p.extras) for p in pairs)) if pairs else set()
     extras = {k: torch.tensor([p.extras[k] for p in pairs], dtype=torch.float32) for k in sorted(common)}
     return PairBatch(pad_sequences(rows, pad_id), torch.tensor(index, dtype=torch.long), extras)

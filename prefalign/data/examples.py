@@ -17,13 +17,16 @@ class PreferencePair:
     """One prompt with a preferred (`chosen`) and a dispreferred (`rejected`) completion.
 
     Conversational pairs hold message lists: `prompt` the conversation so far, `chosen`/`rejected` the
-    assistant turn(s). `extras` keeps the record's other numeric columns (margins, weights, ...)."""
+    assistant turn(s). `extras` keeps the record's other numeric columns (margins, weights, ...).
+    A joint pair (DOVE) compares two instruction-response pairs: the rejected response answers
+    `rejected_prompt`, another prompt."""
 
     prompt: Text
     chosen: Text
     rejected: Text
     ref: RowRef
     extras: dict[str, float] = field(default_factory=dict)
+    rejected_prompt: Text | None = None
 
     @property
     def conversational(self) -> bool:
@@ -51,6 +54,17 @@ class RankedList:
 
 
 @dataclass(frozen=True)
+class TripleExample:
+    """A prompt with a gold response and a preferred and a less preferred one (TPO)."""
+
+    prompt: Text
+    gold: Text
+    chosen: Text
+    rejected: Text
+    ref: RowRef
+
+
+@dataclass(frozen=True)
 class UnpairedExample:
     """A prompt with one completion labelled desirable (True) or undesirable (False), as KTO uses."""
 
@@ -60,4 +74,4 @@ class UnpairedExample:
     ref: RowRef
 
 
-Example = Union[PreferencePair, RatedPrompt, RankedList, UnpairedExample]
+Example = Union[PreferencePair, RatedPrompt, RankedList, TripleExample, UnpairedExample]

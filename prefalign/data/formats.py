@@ -7,6 +7,8 @@ Formats (declared, or detected from the first record's keys):
   rated           {"prompt"|"instruction": ..., "completions": [{"response": ..., "score" | "scores": ...}]}
   ranked          {"prompt": ..., "responses": [best, ..., worst]} or with "scores"
   unpaired        {"prompt": ..., "completion": ..., "label": bool}                       (KTO)
+  joint           {"chosen_prompt", "chosen", "rejected_prompt", "rejected"}               (DOVE)
+  triple          {"prompt", "gold", "chosen", "rejected"}                                 (TPO)
 """
 
 from __future__ import annotations
@@ -15,16 +17,28 @@ import math
 from collections.abc import Callable
 
 from prefalign.data.errors import DataError, RowRef
-from prefalign.data.examples import Example, PreferencePair, RankedList, RatedPrompt, Text, UnpairedExample
+from prefalign.data.examples import (
+    Example,
+    PreferencePair,
+    RankedList,
+    RatedPrompt,
+    Text,
+    TripleExample,
+    UnpairedExample,
+)
 from prefalign.data.implicit_prompt import is_prefix, split_message_conversations, split_string_conversations
 
-FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired")
+FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired", "joint", "triple")
 _PROMPT_KEYS = ("prompt", "instruction")
 _RESPONSE_KEYS = ("response", "text", "completion", "content")
 
 
 def detect_format(fields: dict, where: RowRef | str) -> str:
     keys = set(fields)
+    if {"chosen_prompt", "rejected_prompt"} <= keys:
+        return "joint"
+    if {"gold", "chosen", "rejected"} <= keys:
+        return "triple"
     if {"chosen", "rejected"} <= keys:
         if "prompt" not in keys:
             return "implicit"
@@ -221,7 +235,37 @@ def parse_unpaired(fields: dict, ref: RowRef) -> UnpairedExample:
     return UnpairedExample(prompt, completion, label, ref)
 
 
+def _same_kind(values: dict[str, Text], ref: RowRef) -> None:
+    """Plain strings throughout, or message lists throughout."""
+    first, *rest = values.items()
+    for name, value in rest:
+        if isinstance(value, list) != isinstance(first[1], list):
+            raise DataError(ref, name, f"is {'a message list' if isinstance(value, list) else 'a string'} but "
+                            f"{first[0]} is not; use strings throughout or message lists throughout", "mistyped_field")
+
+
+def parse_joint(fields: dict, ref: RowRef) -> PreferencePair:
+    """Two instruction-response pairs, the first preferred (DOVE's joint preferences)."""
+    names = ("chosen_prompt", "chosen", "rejected_prompt", "rejected")
+    values = {n: _text(_field(fields, n, ref), ref, n, allow_empty=n.endswith("prompt")) for n in names}
+    _same_kind(values, ref)
+    if values["chosen_prompt"] == values["rejected_prompt"]:
+        _distinct(values["chosen"], values["rejected"], ref)
+    return PreferencePair(values["chosen_prompt"], values["chosen"], values["rejected"], ref,
+                          _extras(fields, set(names)), rejected_prompt=values["rejected_prompt"])
+
+
+def parse_triple(fields: dict, ref: RowRef) -> TripleExample:
+    prompt = _prompt(fields, ref)
+    values = {n: _text(_field(fields, n, ref), ref, n) for n in ("gold", "chosen", "rejected")}
+    _same_kind({"prompt": prompt, **values}, ref)
+    _distinct(values["chosen"], values["rejected"], ref)
+    return TripleExample(prompt, values["gold"], values["chosen"], values["rejected"], ref)
+
+
 PARSERS: dict[str, Callable[..., Example]] = {
+    "joint": parse_joint,
+    "triple": parse_triple,
     "standard": parse_standard,
     "conversational": parse_conversational,
     "implicit": parse_implicit,

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from prefalign.config.schema import DataConfig
 from prefalign.data.errors import BadRowTally, DataError
-from prefalign.data.examples import Example, PreferencePair, RankedList, RatedPrompt, UnpairedExample
+from prefalign.data.examples import (
+    Example,
+    PreferencePair,
+    RankedList,
+    RatedPrompt,
+    TripleExample,
+    UnpairedExample,
+)
 from prefalign.data.formats import PARSERS, detect_format, parse_rated
 from prefalign.data.pairs import pairs_from_ranked, pairs_from_rated
 from prefalign.data.readers import read_records
@@ -50,6 +57,8 @@ def to_pairs(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[Pre
         try:
             if isinstance(ex, PreferencePair):
                 pairs.append(ex)
+            elif isinstance(ex, TripleExample):
+                pairs.append(PreferencePair(ex.prompt, ex.chosen, ex.rejected, ex.ref))
             elif isinstance(ex, RatedPrompt):
                 pairs.extend(pairs_from_rated(ex, cfg.pairs, seed))
             elif isinstance(ex, RankedList):
@@ -65,7 +74,7 @@ def to_pairs(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[Pre
 
 def to_lists(loaded: LoadedExamples, cfg: DataConfig) -> list[RankedList]:
     """Ranked lists from any ordered format: ranked lists as they are, rated completions sorted by score
-    (ties keep their order), pairs as lists of two."""
+    (ties keep their order), pairs as lists of two, triples as (gold, chosen, rejected)."""
     lists: list[RankedList] = []
     for ex in loaded.examples:
         if isinstance(ex, RankedList):
@@ -73,7 +82,12 @@ def to_lists(loaded: LoadedExamples, cfg: DataConfig) -> list[RankedList]:
         elif isinstance(ex, RatedPrompt):
             order = sorted(range(len(ex.scores)), key=lambda i: -ex.scores[i])
             lists.append(RankedList(ex.prompt, [ex.completions[i] for i in order], ex.ref, [ex.scores[i] for i in order]))
+        elif isinstance(ex, TripleExample):
+            lists.append(RankedList(ex.prompt, [ex.gold, ex.chosen, ex.rejected], ex.ref))
         elif isinstance(ex, PreferencePair):
+            if ex.rejected_prompt is not None:
+                raise DataError(ex.ref, "rejected_prompt", "a joint pair has two prompts, so it is no ranked list; "
+                                "use a pairwise loss (dove, dpo, ...)", "joint_pair")
             lists.append(RankedList(ex.prompt, [ex.chosen, ex.rejected], ex.ref))
         else:
             raise DataError(ex.ref, None, "unpaired examples have no ranking; use a loss for unpaired labels", "unpaired")
@@ -90,5 +104,7 @@ def to_unpaired(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[
     pairs = to_pairs(LoadedExamples([e for e in loaded.examples if not isinstance(e, UnpairedExample)],
                                     loaded.format, loaded.tally), cfg, seed)
     for p in pairs:
-        out += [UnpairedExample(p.prompt, p.chosen, True, p.ref), UnpairedExample(p.prompt, p.rejected, False, p.ref)]
+        rejected_prompt = p.prompt if p.rejected_prompt is None else p.rejected_prompt
+        out += [UnpairedExample(p.prompt, p.chosen, True, p.ref),
+                UnpairedExample(rejected_prompt, p.rejected, False, p.ref)]
     return out

@@ -29,6 +29,13 @@ class TokenizedPair:
     ref: RowRef
     extras: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    rejected_prompt_ids: list[int] | None = None  # a joint pair's second prompt (DOVE)
+
+    @property
+    def rows(self) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
+        """(prompt, completion) token rows of the chosen and the rejected side."""
+        rejected_prompt = self.prompt_ids if self.rejected_prompt_ids is None else self.rejected_prompt_ids
+        return (self.prompt_ids, self.chosen_ids), (rejected_prompt, self.rejected_ids)
 
 
 @dataclass(frozen=True)
@@ -109,11 +116,22 @@ class CompletionTokenizer:
         return prompt_ids, fitted, truncated
 
     def pair(self, pair: PreferencePair) -> TokenizedPair:
+        if pair.rejected_prompt is not None:
+            return self._joint_pair(pair)
         chosen = self.encode(pair.prompt, pair.chosen, pair.ref)
         rejected = self.encode(pair.prompt, pair.rejected, pair.ref)
         prompt_ids, (c, r), truncated = self.fit(chosen.prompt_ids, [chosen.completion_ids, rejected.completion_ids],
                                                  pair.ref)
         return TokenizedPair(prompt_ids, c, r, pair.ref, pair.extras, truncated)
+
+    def _joint_pair(self, pair: PreferencePair) -> TokenizedPair:
+        sides = []
+        for prompt, completion in ((pair.prompt, pair.chosen), (pair.rejected_prompt, pair.rejected)):
+            encoded = self.encode(prompt, completion, pair.ref)
+            prompt_ids, (completion_ids,), truncated = self.fit(encoded.prompt_ids, [encoded.completion_ids], pair.ref)
+            sides.append((prompt_ids, completion_ids, truncated))
+        (pc, c, tc), (pr, r, tr) = sides
+        return TokenizedPair(pc, c, r, pair.ref, pair.extras, tc or tr, rejected_prompt_ids=pr)
 
 
 def _plain(text: Text) -> str:

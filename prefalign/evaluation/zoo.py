@@ -26,7 +26,7 @@ from prefalign.models.loading import TOY_BASE
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.quickstart import quickstart_config
 from prefalign.toy.gold_reward import gold_reward
-from prefalign.toy.preference_data import write_toy_pairs
+from prefalign.toy.preference_data import joint_rows, triple_rows, write_jsonl, write_toy_pairs
 from prefalign.toy.world import split_prompts
 from prefalign.training.loop import evaluate
 from prefalign.training.objectives import PairObjective
@@ -67,6 +67,16 @@ ZOO: list[tuple[str, list[dict]]] = [
     ("pro (lists of 2)", [{"name": "pro"}]),
     ("rrhf (lists of 2)", [{"name": "rrhf"}]),
     ("kto (pairs split into labels)", [{"name": "kto"}]),
+    ("tdpo2", [{"name": "tdpo"}]),
+    ("tdpo1", [{"name": "tdpo", "variant": 1}]),
+    ("sparsepo (learned mask)", [{"name": "sparsepo"}]),
+    ("sparsepo (reference activation mask)", [{"name": "sparsepo", "mask": "reference"}]),
+    ("modpo (gold 0.8, brevity 0.2)", [{"name": "modpo", "preference_weight": 0.8, "others": {"brevity": 0.2}}]),
+]
+# Losses that read another shape of the same data: (label, loss terms, data variant of prefalign.toy).
+ZOO_OTHER_DATA: list[tuple[str, list[dict], str]] = [
+    ("dove (joint + same-prompt pairs)", [{"name": "dove"}], "joint"),
+    ("tpo (triples, ideal answer as gold)", [{"name": "tpo"}], "triples"),
 ]
 # Schedules run with plain DPO: (label, schedule settings).
 SCHEDULES: list[tuple[str, dict]] = [
@@ -89,6 +99,12 @@ NOTES = """
   or a larger tau avoids the trap; the formula is the paper's (and TRL's).
 - `aot (unpaired)` ignores which responses were paired, so it learns from less information than `aot (paired)`.
 - Ranking rows and KTO see the same pairs, as lists of two and as labelled completions.
+- `dove` trains on the same pairs written as joint records plus as many cross-prompt pairs (one prompt's chosen
+  answer against another prompt's rejected one, kept where the gold reward agrees); `tpo` on the same pairs
+  with the world's ideal answer added as gold. Their held-out pairs are those of the other rows, so a few of
+  their prompts may have been seen in training.
+- `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; `prefalign modpo-sweep`
+  traces the whole gold/brevity front.
 """
 
 
@@ -102,6 +118,20 @@ class ZooRow:
     mean_length: float
     seconds: float
     error: str | None = None
+
+
+def data_variant(pairs_file: Path, variant: str, seed: int) -> Path:
+    """The toy pairs as they are, as joint records plus cross-prompt pairs (DOVE), or as triples (TPO)."""
+    if variant == "pairs":
+        return pairs_file
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    if variant == "joint":
+        same_prompt = [{"chosen_prompt": r["prompt"], "chosen": r["chosen"], "rejected_prompt": r["prompt"],
+                        "rejected": r["rejected"]} for r in rows]
+        return write_jsonl(pairs_file.with_name("toy_joint.jsonl"), same_prompt + joint_rows(rows, seed))
+    if variant == "triples":
+        return write_jsonl(pairs_file.with_name("toy_triples.jsonl"), triple_rows(rows, seed))
+    raise ValueError(f"unknown data variant {variant!r}")
 
 
 def preference_accuracy(model: torch.nn.Module, base: torch.nn.Module, pairs: list, pad_id: int) -> float:
@@ -123,13 +153,15 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
     held_out_pairs = prepare_data(quickstart_config(out, seed=seed).data.model_copy(update={"train": str(data)}),
                                   tokenizer, seed).eval
     rows = []
-    runs = [(label, terms, {}) for label, terms in ZOO] + [(label, [{"name": "dpo"}], sched) for label, sched in SCHEDULES]
-    for n, (label, terms, schedule) in enumerate(runs):
+    runs = ([(label, terms, {}, "pairs") for label, terms in ZOO]
+            + [(label, terms, {}, variant) for label, terms, variant in ZOO_OTHER_DATA]
+            + [(label, [{"name": "dpo"}], sched, "pairs") for label, sched in SCHEDULES])
+    for n, (label, terms, schedule, variant) in enumerate(runs):
         if only and not any(o in label for o in only):
             continue
         console.rule(label)
         cfg = quickstart_config(out / f"{n:02d}", seed=seed, steps=steps)
-        cfg.data.train = str(data)
+        cfg.data.train = str(data_variant(data, variant, seed))
         cfg.loss = [LossTerm(**t) for t in terms]
         cfg.schedule = ScheduleConfig(**schedule)
         cfg.trainer.progress = False
@@ -150,8 +182,8 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
     if only and (out / "zoo.json").exists():
         # A partial rerun replaces its rows in the last full table and keeps the others.
         previous = json.loads((out / "zoo.json").read_text())
-        fresh = {r.label: r for r in rows}
-        rows = [fresh.get(r["label"], ZooRow(**r)) for r in previous["rows"]]
+        merged = {r["label"]: ZooRow(**r) for r in previous["rows"]} | {r.label: r for r in rows}
+        rows = [merged[label] for label, *_ in runs if label in merged]
         baseline_reward = previous["base_reward"] if baseline_reward is None else baseline_reward
     write_text_atomic(out / "zoo.json", json.dumps({"base_reward": baseline_reward, "rows": [r.__dict__ for r in rows]}, indent=2))
     if doc is not None:

@@ -54,3 +54,13 @@ def exo(logps: PairLogps, beta: float, epsilon: float) -> torch.Tensor:
     z = beta * logps.margin()
     return torch.sigmoid(z) * (F.logsigmoid(z) - math.log(1 - epsilon)) + torch.sigmoid(-z) * (
         F.logsigmoid(-z) - math.log(epsilon))
+
+
+@register_loss("dove", DPOParams)
+def dove(logps: PairLogps, beta: float, label_smoothing: float) -> torch.Tensor:
+    """DOVE, Bansal et al. 2024, "Comparing Bad Apples to Good Oranges: Aligning Large Language Models via
+    Joint Preference Optimization". For joint pairs (x_w, y_w) > (x_l, y_l), whose prompts may differ:
+        -log s(b [log pi(y_w|x_w)/pi_ref(y_w|x_w) - log pi(y_l|x_l)/pi_ref(y_l|x_l)])
+    The prompt likelihoods cancel under the policy and the reference, so this is DPO's formula on rows with
+    their own prompts (data.format: joint); same-prompt pairs mixed in are plain DPO pairs."""
+    return dpo(logps, beta, label_smoothing)

@@ -28,19 +28,27 @@ class PairLogps:
     # WPO's per-sequence weight statistic (present when a loss declares `wpo`).
     wpo_chosen: torch.Tensor | None = None
     wpo_rejected: torch.Tensor | None = None
+    # Per-token KL(pi_ref || pi) [B, T] (`token_kl`) and the reference's hidden states [L, B, T, H]
+    # (`reference_hidden`), for TDPO and SparsePO.
+    chosen_token_kl: torch.Tensor | None = None
+    rejected_token_kl: torch.Tensor | None = None
+    ref_chosen_hidden: torch.Tensor | None = None
+    ref_rejected_hidden: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_outputs(cls, policy: SequenceLogps, reference: SequenceLogps | None, b: int,
                      extras: dict[str, torch.Tensor] | None = None) -> PairLogps:
         """Split 2B rows (chosen first) into a PairLogps."""
-
-        def halves(t: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            return (None, None) if t is None else (t[:b], t[b:])
-
         ref = reference or SequenceLogps(None, None)  # type: ignore[arg-type]
-        return cls(*halves(policy.sum), *halves(policy.n_tokens), *halves(ref.sum), *halves(policy.tokens),
-                   *halves(policy.mask), *halves(ref.tokens), *halves(policy.wpo), extras=extras or {})
+        fields: dict[str, torch.Tensor | None] = {}
+        for name, t, dim in [("{}", policy.sum, 0), ("{}_tokens", policy.n_tokens, 0), ("ref_{}", ref.sum, 0),
+                             ("{}_token_logps", policy.tokens, 0), ("{}_mask", policy.mask, 0),
+                             ("ref_{}_token_logps", ref.tokens, 0), ("wpo_{}", policy.wpo, 0),
+                             ("{}_token_kl", policy.token_kl, 0), ("ref_{}_hidden", ref.hidden, 1)]:
+            if t is not None:
+                fields[name.format("chosen")], fields[name.format("rejected")] = t.split(b, dim=dim)
+        return cls(**fields, extras=extras or {})
 
     def log_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """d_w = log pi(y_w|x) - log pi_ref(y_w|x), d_l likewise."""

@@ -4,7 +4,9 @@ A loss is `fn(logps: PairLogps, **params) -> loss [B]` or `-> (loss [B], metrics
 It declares what the training loop must compute for it (`needs`), which data columns it reads (`columns`),
 and, for the few that keep running statistics (BCO's reward baseline, beta-DPO's gap moments), a `state`
 factory; such a loss also takes `state` (a dict of floats, saved in checkpoints) and `update` (False while
-evaluating)."""
+evaluating). A loss with trainable parts of its own (SparsePO's learned mask) declares a `module` factory,
+`(params, policy) -> nn.Module`; the loop trains and checkpoints that module with the policy, and the loss
+takes it as `module`."""
 
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ NEEDS = {
     "token_logps": "the policy's per-token log-probs",
     "reference_token_logps": "the reference's per-token log-probs",
     "wpo": "WPO's per-sequence probability statistic (needs the full vocabulary distribution)",
+    "token_kl": "per-token KL(pi_ref || pi) along the completion (full vocabulary of both models)",
+    "reference_hidden": "the reference's hidden states at every layer",
 }
+# Needs that are answered by running the reference model on the batch.
+REFERENCE_NEEDS = frozenset({"reference", "reference_token_logps", "token_kl", "reference_hidden"})
+# Needs that per-sequence (precomputed) reference log-probs cannot answer.
+TOKEN_LEVEL_REFERENCE_NEEDS = REFERENCE_NEEDS - {"reference"}
 LOSS_MODULES = ["dpo", "ipo", "hinge", "sft", "length", "f_divergence", "anchored", "discopop", "aot",
-                "reference_free", "adaptive", "ranking", "kto"]
+                "reference_free", "adaptive", "ranking", "kto", "token_level", "multi_objective", "triples"]
 # What a loss consumes: pairs (PairLogps), ranked lists (ListLogps) or labelled completions (UnpairedLogps).
 KINDS = ("pairwise", "ranking", "unpaired")
 
@@ -46,6 +54,7 @@ class LossSpec:
     columns: Callable[[LossParams], list[str]] | None = None
     init_state: Callable[[], dict[str, float]] | None = None
     kind: str = "pairwise"
+    module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None
 
     @property
     def doc(self) -> str:
@@ -53,7 +62,7 @@ class LossSpec:
 
     @property
     def needs_reference(self) -> bool:
-        return bool(self.needs & {"reference", "reference_token_logps"})
+        return bool(self.needs & REFERENCE_NEEDS)
 
 
 LOSSES: dict[str, LossSpec] = {}
@@ -61,13 +70,14 @@ LOSSES: dict[str, LossSpec] = {}
 
 def register_loss(name: str, params: type[LossParams] = LossParams, needs: tuple[str, ...] = ("reference",),
                   columns: Callable[[LossParams], list[str]] | None = None,
-                  state: Callable[[], dict[str, float]] | None = None, kind: str = "pairwise") -> Callable:
+                  state: Callable[[], dict[str, float]] | None = None, kind: str = "pairwise",
+                  module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None) -> Callable:
     unknown = set(needs) - set(NEEDS)
     if unknown or kind not in KINDS:
         raise ValueError(f"loss {name}: unknown needs {unknown} or kind {kind!r}")
 
     def wrap(fn: Callable) -> Callable:
-        LOSSES[name] = LossSpec(name, fn, params, frozenset(needs), columns, state, kind)
+        LOSSES[name] = LossSpec(name, fn, params, frozenset(needs), columns, state, kind, module)
         return fn
 
     return wrap
@@ -87,6 +97,7 @@ class BoundLoss:
     params: LossParams
     weight: float
     state: dict[str, float] = field(default_factory=dict)
+    module: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
         if self.spec.init_state and not self.state:
@@ -96,9 +107,21 @@ class BoundLoss:
         kwargs = self.params.model_dump()
         if self.spec.init_state:
             kwargs |= {"state": self.state, "update": update}
+        if self.spec.module:
+            if self.module is not None:
+                self.module.train(update)
+            kwargs["module"] = self.module
         out = self.spec.fn(logps, **kwargs)
         loss, metrics = out if isinstance(out, tuple) else (out, {})
         return LossOutput(self.weight * loss, metrics)
+
+    def build_module(self, policy: torch.nn.Module) -> torch.nn.Module | None:
+        """Create the loss's own trainable module (if it has one) for this policy, on its device."""
+        if self.spec.module and self.module is None:
+            self.module = self.spec.module(self.params, policy)
+            if self.module is not None:
+                self.module.to(next(policy.parameters()).device)
+        return self.module
 
     @property
     def beta(self) -> float | None:

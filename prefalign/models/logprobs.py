@@ -1,4 +1,7 @@
-"""Completion log-probs of each row of a TokenBatch: summed, and per token or WPO statistics when asked."""
+"""Completion log-probs of each row of a TokenBatch: summed, and what token-level losses ask for.
+
+Position t of every [N, T-1] tensor is the prediction of token t+1 from tokens <= t; values off the
+completion are zero."""
 
 from __future__ import annotations
 
@@ -14,39 +17,55 @@ from prefalign.data.collate import TokenBatch
 class SequenceLogps:
     """Per row: log pi(y|x) summed over completion tokens and the number of completion tokens.
 
-    `tokens`/`mask` ([N, T-1], zero off the completion) are kept for token-level losses; `wpo` is WPO's
-    per-token mean of log p_t - log sum_v p_v^2 (Zhou et al. 2024, eq. 2), computed without gradient."""
+    Kept only when asked:
+      tokens/mask   per-token log-probs and the completion mask ([N, T-1])
+      wpo           WPO's per-token mean of log p_t - log sum_v p_v^2 (Zhou et al. 2024, eq. 2), no gradient
+      vocab_logps   the full next-token distribution, log-softmax ([N, T-1, V], no gradient; a reference's,
+                    for the token-level KL of TDPO/SparsePO)
+      token_kl      KL(pi_ref(.|x, y_<t) || pi(.|x, y_<t)) per position ([N, T-1]), given the reference's
+                    vocab_logps; differentiable in the policy
+      hidden        hidden states of every layer after the embeddings ([L, N, T-1, H], no gradient)"""
 
     sum: torch.Tensor
     n_tokens: torch.Tensor
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     wpo: torch.Tensor | None = None
+    vocab_logps: torch.Tensor | None = None
+    token_kl: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
 
 
 def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log pi(token_t | tokens_<t) for t >= 1, and the completion mask aligned to them ([N, T-1])."""
-    logp, mask, _ = _forward(model, batch, wpo=False)
-    return logp, mask
+    out = sequence_logps(model, batch, keep_tokens=True)
+    return out.tokens, out.mask
 
 
-def _forward(model: torch.nn.Module, batch: TokenBatch, wpo: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+def sequence_logps(model: torch.nn.Module, batch: TokenBatch, keep_tokens: bool = False, wpo: bool = False,
+                   keep_vocab: bool = False, kl_from: torch.Tensor | None = None,
+                   keep_hidden: bool = False) -> SequenceLogps:
+    """`kl_from`: a reference's vocab_logps for the same batch; the result then carries token_kl."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=keep_hidden)
+    logits = out.logits[:, :-1].float()
     labels = batch.input_ids[:, 1:]
     # cross_entropy reads one log-prob per token without keeping a separate log-softmax copy.
     logp = -F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
     mask = batch.completion_mask[:, 1:].to(logp.dtype)
-    wpo_stat = None
-    if wpo:
-        with torch.no_grad():
-            log_probs = logits.log_softmax(-1)
-            adjusted = logp.detach() - torch.logsumexp(2 * log_probs, dim=-1)
-            wpo_stat = (adjusted * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    return logp * mask, mask, wpo_stat
-
-
-def sequence_logps(model: torch.nn.Module, batch: TokenBatch, keep_tokens: bool = False,
-                   wpo: bool = False) -> SequenceLogps:
-    logp, mask, wpo_stat = _forward(model, batch, wpo)
-    return SequenceLogps(logp.sum(-1), mask.sum(-1), logp if keep_tokens else None, mask if keep_tokens else None,
-                         wpo_stat)
+    logp = logp * mask
+    result = SequenceLogps(logp.sum(-1), mask.sum(-1))
+    if keep_tokens:
+        result.tokens, result.mask = logp, mask
+    if wpo or keep_vocab or kl_from is not None:
+        log_probs = logits.log_softmax(-1)
+        if wpo:
+            with torch.no_grad():
+                adjusted = logp.detach() - torch.logsumexp(2 * log_probs, dim=-1)
+                result.wpo = (adjusted * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        if keep_vocab:
+            result.vocab_logps = log_probs.detach()
+        if kl_from is not None:
+            result.token_kl = (kl_from.exp() * (kl_from - log_probs)).sum(-1) * mask
+    if keep_hidden:
+        result.hidden = torch.stack([h[:, :-1].detach() for h in out.hidden_states[1:]])
+    return result

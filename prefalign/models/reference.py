@@ -12,9 +12,10 @@ from prefalign.models.logprobs import SequenceLogps, sequence_logps
 
 
 class Reference:
-    """Gives the reference's completion log-probs for a PairBatch's 2B rows."""
+    """Gives the reference's completion log-probs for a batch's rows; `want` asks for the token-level extras
+    of `sequence_logps` (keep_tokens, keep_vocab, keep_hidden)."""
 
-    def outputs(self, batch: PairBatch, keep_tokens: bool = False) -> SequenceLogps:
+    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
         raise NotImplementedError
 
     def logps(self, batch: PairBatch) -> torch.Tensor:
@@ -30,8 +31,8 @@ class FrozenCopyReference(Reference):
         return cls(copy.deepcopy(policy))
 
     @torch.no_grad()
-    def outputs(self, batch: PairBatch, keep_tokens: bool = False) -> SequenceLogps:
-        return sequence_logps(self.model, batch.tokens, keep_tokens=keep_tokens)
+    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
+        return sequence_logps(self.model, batch.tokens, **want)
 
 
 class DisabledAdapterReference(Reference):
@@ -43,11 +44,11 @@ class DisabledAdapterReference(Reference):
         self.model = peft_model
 
     @torch.no_grad()
-    def outputs(self, batch: PairBatch, keep_tokens: bool = False) -> SequenceLogps:
+    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
         was_training = self.model.training
         self.model.eval()
         with self.model.disable_adapter():
-            out = sequence_logps(self.model, batch.tokens, keep_tokens=keep_tokens)
+            out = sequence_logps(self.model, batch.tokens, **want)
         self.model.train(was_training)
         return out
 
@@ -69,8 +70,8 @@ class PrecomputedReference(Reference):
             table[2, idx], table[3, idx] = out.n_tokens[:b].float().cpu(), out.n_tokens[b:].float().cpu()
         return cls(*table)
 
-    def outputs(self, batch: PairBatch, keep_tokens: bool = False) -> SequenceLogps:
-        if keep_tokens:
+    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
+        if any(want.values()):
             raise ValueError("precomputed reference log-probs are per sequence; a token-level loss needs "
                              "reference.kind=copy or adapter")
         idx = batch.index.cpu()

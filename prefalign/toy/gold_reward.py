@@ -9,6 +9,10 @@ list:        (2 * min(right, n) - wrong - duplicates) / n - 0.3 * |entries - n|
 arithmetic:  1.5 if the stated number is the answer, else -0.3 * min(|error|, 5); + 0.2 for the
              "the answer is" frame; - 0.5 per repeated sentence
 Every response also loses 1.0 if it is empty. The reward is a plain function: deterministic and cheap.
+
+A second objective, for multi-objective methods: brevity(response) = -0.1 * words. It partly agrees with the
+gold reward (repeats and rambling are long) and partly conflicts (a list needs its entries, a review its
+topic), so weighting the two traces a front.
 """
 
 from __future__ import annotations
@@ -50,3 +54,8 @@ def gold_reward(prompt: str, response: str) -> float:
     score = 1.5 if stated == info.answer else -0.3 * (5 if stated is None else min(abs(stated - info.answer), 5))
     frame = 0.2 if response.strip().startswith("the answer is") else 0.0
     return score + frame - 0.5 * _repeats(sentences)
+
+
+def brevity_reward(prompt: str, response: str) -> float:
+    """The toy's second objective: shorter is better, -0.1 per word."""
+    return -0.1 * len(response.split())

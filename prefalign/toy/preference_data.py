@@ -1,6 +1,8 @@
 """Toy preference pairs: sample responses from the base, rank them with the gold reward, keep best vs worst.
 
-Written as TRL-standard JSONL ({"prompt", "chosen", "rejected"}, plus the two gold scores)."""
+Written as TRL-standard JSONL ({"prompt", "chosen", "rejected"}, plus the two gold scores and the two brevity
+scores). From the same rows: joint pairs across prompts (DOVE) and triples with the world's ideal answer
+as gold (TPO)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from prefalign.atomic_files import write_text_atomic
 from prefalign.decoding.sampling import sample
 from prefalign.models.loading import TOY_BASE
-from prefalign.toy.gold_reward import gold_reward
-from prefalign.toy.world import split_prompts
+from prefalign.toy.gold_reward import brevity_reward, gold_reward
+from prefalign.toy.world import IDEAL, respond, split_prompts
 
 
 def toy_pairs(model: torch.nn.Module, tokenizer: object, n_prompts: int, n_samples: int = 4, seed: int = 0,
@@ -32,8 +34,31 @@ def toy_pairs(model: torch.nn.Module, tokenizer: object, n_prompts: int, n_sampl
         (best, chosen), (worst, rejected) = scored[0], scored[-1]
         if best > worst and chosen != rejected:  # ties carry no preference
             rows.append({"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected,
-                         "score_chosen": best, "score_rejected": worst})
+                         "score_chosen": best, "score_rejected": worst,
+                         "brevity_chosen": brevity_reward(prompt, chosen),
+                         "brevity_rejected": brevity_reward(prompt, rejected)})
     return rows
+
+
+def joint_rows(rows: list[dict], seed: int = 0) -> list[dict]:
+    """DOVE's joint pairs: row i's chosen answer against another prompt's rejected answer, kept where the
+    gold reward prefers the first (a comparison across instructions)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    out = []
+    for i, j in zip(order, order[1:] + order[:1]):
+        a, b = rows[i], rows[j]
+        if a["score_chosen"] > b["score_rejected"]:
+            out.append({"chosen_prompt": a["prompt"], "chosen": a["chosen"], "rejected_prompt": b["prompt"],
+                        "rejected": b["rejected"]})
+    return out
+
+
+def triple_rows(rows: list[dict], seed: int = 0) -> list[dict]:
+    """TPO's triples: the world's ideal answer as gold, then the pair's chosen and rejected answers."""
+    rng = random.Random(seed)
+    return [{"prompt": r["prompt"], "gold": " " + respond(r["prompt"], IDEAL, rng), "chosen": r["chosen"],
+             "rejected": r["rejected"]} for r in rows]
 
 
 def write_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_samples: int = 4,
@@ -41,6 +66,9 @@ def write_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_sampl
     model = AutoModelForCausalLM.from_pretrained(str(base))
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     rows = toy_pairs(model, tokenizer, n_prompts, n_samples, seed)
-    path = Path(out_dir) / "toy_pairs.jsonl"
+    return write_jsonl(Path(out_dir) / "toy_pairs.jsonl", rows)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path

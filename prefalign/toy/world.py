@@ -108,6 +108,10 @@ class Attributes:
     correct: bool = True
 
 
+# The best answer the world knows: positive, on topic, no repeats, two sentences, correct.
+IDEAL = Attributes(sentiment=1.0, on_topic=True, repeats=0, length=2, correct=True)
+
+
 def random_attributes(rng: random.Random) -> Attributes:
     """Mixed quality, for the base model's SFT data."""
     return Attributes(sentiment=rng.uniform(-1, 1), on_topic=rng.random() < 0.7,

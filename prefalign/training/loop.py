@@ -76,8 +76,7 @@ class LoopResult:
     eval_metrics: dict[str, float]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainerConfig, n_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, n_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
                                   weight_decay=cfg.weight_decay)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * n_steps)
@@ -129,7 +128,10 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
     epoch_steps = {0: plan(0)}  # the current epoch's plan, built once per epoch rather than once per step
     per_epoch = len(epoch_steps[0])
     n_steps = cfg.max_steps or cfg.epochs * per_epoch
-    optimizer, scheduler = build_optimizer(model, cfg, n_steps)
+    # Losses with trainable parts of their own (SparsePO's mask) train alongside the policy.
+    loss_modules = objective.build_modules(model) if hasattr(objective, "build_modules") else torch.nn.ModuleDict()
+    params = [p for p in [*model.parameters(), *loss_modules.parameters()] if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg, n_steps)
     ckpt_dir = run_dir / "checkpoints"
     step, skipped, bad_in_a_row = 0, 0, 0
     if resume:
@@ -141,12 +143,13 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                 objective.load_state_dict(state.get("objective", {}))
             if data.hooks is not None:
                 data.hooks.load_state_tensors(load_file(found[-1] / "hooks.safetensors"))
+            if len(loss_modules):
+                loss_modules.load_state_dict(load_file(found[-1] / "loss_modules.safetensors"))
             if console:
                 console.print(f"resumed from {found[-1]} (step {step} of {n_steps})")
         elif console:
             console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
     log = MetricsLog(run_dir, cfg.sinks, step, cfg.wandb_project, config_for_sinks)
-    params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
@@ -196,9 +199,11 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                     log.write(step, metrics)
                 if cfg.save_every and (step % cfg.save_every == 0 or step == n_steps):
                     objective_state = objective.state_dict() if hasattr(objective, "state_dict") else {}
-                    hooks = {"hooks": data.hooks.state_tensors()} if data.hooks is not None else {}
+                    tensors = {"hooks": data.hooks.state_tensors()} if data.hooks is not None else {}
+                    if len(loss_modules):
+                        tensors["loss_modules"] = loss_modules.state_dict()
                     save_checkpoint(ckpt_dir, step, model, optimizer, scheduler,
-                                    {"skipped_steps": skipped, "objective": objective_state}, cfg.keep_last, hooks)
+                                    {"skipped_steps": skipped, "objective": objective_state}, cfg.keep_last, tensors)
                 info = f"loss {loss_total:.4f}" + (f" acc {metrics['rewards/accuracies']:.2f}"
                                                     if "rewards/accuracies" in metrics else "")
                 progress.update(task, completed=step, info=info)

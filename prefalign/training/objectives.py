@@ -29,7 +29,15 @@ class LossObjective:
     def _reference_outputs(self, batch: PairBatch | ListBatch | UnpairedBatch) -> SequenceLogps | None:
         if self.reference is None:
             return None
-        return self.reference.outputs(batch, keep_tokens="reference_token_logps" in self.needs)
+        return self.reference.outputs(batch, keep_tokens="reference_token_logps" in self.needs,
+                                      keep_vocab="token_kl" in self.needs,
+                                      keep_hidden="reference_hidden" in self.needs)
+
+    def build_modules(self, policy: torch.nn.Module) -> torch.nn.ModuleDict:
+        """The losses' own trainable modules (SparsePO's learned mask), keyed by term index; the loop trains
+        and checkpoints them with the policy."""
+        built = {str(i): m for i, t in enumerate(self.losses) if (m := t.build_module(policy)) is not None}
+        return torch.nn.ModuleDict(built)
 
     def _sum_terms(self, inputs: PairLogps | ListLogps | UnpairedLogps, training: bool,
                    metrics: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -58,8 +66,12 @@ class PairObjective(LossObjective):
         return batch.num_pairs
 
     def pair_logps(self, model: torch.nn.Module, batch: PairBatch) -> PairLogps:
-        policy = sequence_logps(model, batch.tokens, keep_tokens="token_logps" in self.needs, wpo="wpo" in self.needs)
-        return PairLogps.from_outputs(policy, self._reference_outputs(batch), batch.num_pairs, batch.extras)
+        reference = self._reference_outputs(batch)
+        policy = sequence_logps(model, batch.tokens, keep_tokens="token_logps" in self.needs, wpo="wpo" in self.needs,
+                                kl_from=reference.vocab_logps if reference is not None else None)
+        if reference is not None:
+            reference.vocab_logps = None  # [N, T, V]: drop it as soon as the KL is taken
+        return PairLogps.from_outputs(policy, reference, batch.num_pairs, batch.extras)
 
     def loss(self, model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logps = self.pair_logps(model, batch)

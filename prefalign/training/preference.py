@@ -21,7 +21,14 @@ from prefalign.data.collate import collate_lists, collate_pairs, collate_unpaire
 from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.loading import load_examples, to_lists, to_pairs, to_unpaired
 from prefalign.data.tokenize import CompletionTokenizer, TokenizedPair, tokenize_list, tokenize_unpaired
-from prefalign.losses.registry import BoundLoss, build_losses, combined_needs, loss_kind
+from prefalign.losses.registry import (
+    NEEDS,
+    TOKEN_LEVEL_REFERENCE_NEEDS,
+    BoundLoss,
+    build_losses,
+    combined_needs,
+    loss_kind,
+)
 from prefalign.models.loading import load_causal_lm, load_policy, load_tokenizer
 from prefalign.models.reference import (
     DisabledAdapterReference,
@@ -125,9 +132,11 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
         if cfg.reference.name_or_path:
             raise ValueError("reference.kind=adapter uses the policy's own base; drop reference.name_or_path")
         return DisabledAdapterReference(policy)
-    if kind == "precomputed" and "reference_token_logps" in combined_needs(losses):
-        raise ValueError("reference.kind=precomputed stores per-sequence log-probs, but a loss needs the "
-                         "reference's per-token log-probs; use reference.kind=copy or adapter")
+    token_level = combined_needs(losses) & TOKEN_LEVEL_REFERENCE_NEEDS
+    if kind == "precomputed" and token_level:
+        wanted = ", ".join(NEEDS[n] for n in sorted(token_level))
+        raise ValueError(f"reference.kind=precomputed stores per-sequence log-probs, but a loss needs {wanted}; "
+                         "use reference.kind=copy or adapter")
     if kind == "precomputed" and loss_kind(losses) != "pairwise":
         raise ValueError("reference.kind=precomputed supports pairwise losses; use copy or adapter")
     if cfg.reference.name_or_path or cfg.model.lora:
