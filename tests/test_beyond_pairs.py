@@ -125,3 +125,17 @@ def test_toy_variants(tmp_path):
     assert len(joint) == 16 and sum(j["chosen_prompt"] != j["rejected_prompt"] for j in joint) == 8
     triples = [json.loads(x) for x in data_variant(base, "triples", 0).read_text().splitlines()]
     assert len(triples) == 8 and all(t["gold"].strip() for t in triples)
+
+
+def test_modpo_sweep_trains_one_policy_per_weighting(tiny_model_dir, tmp_path):
+    from prefalign.evaluation.modpo_sweep import sweep_modpo
+
+    rows = [dict(r, brevity_chosen=-0.1 * len(r["chosen"].split()), brevity_rejected=-0.1 * len(r["rejected"].split()))
+            for r in PAIRS]
+    base = make_config(tiny_model_dir, write_jsonl(tmp_path / "p.jsonl", rows), tmp_path / "unused", max_steps=2)
+    objectives = {"gold": lambda p, t: float("great" in t), "brevity": lambda p, t: -0.1 * len(t.split())}
+    points = sweep_modpo(base, "gold", ["brevity"], [1.0, 0.5], [r["prompt"] for r in PAIRS[:3]], objectives,
+                         tmp_path / "sweep")
+    assert [p.weights for p in points] == [{"gold": 1.0, "brevity": 0.0}, {"gold": 0.5, "brevity": 0.5}]
+    assert all(set(p.scores) == {"gold", "brevity"} for p in points) and any(p.on_front for p in points)
+    assert len(json.loads((tmp_path / "sweep" / "front.json").read_text())) == 2

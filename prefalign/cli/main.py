@@ -151,12 +151,13 @@ def zoo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/zoo")
 @friendly_errors
 def modpo_sweep(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/modpo_sweep"),
                 weights: Annotated[Optional[list[float]], typer.Option("--weight", help="gold weights w_k to train")] = None,
-                steps: int = 150, prompts: int = 1000, eval_prompts: int = 200, seed: int = 0) -> None:
+                steps: int = 150, prompts: int = 1000, eval_prompts: int = 200, seed: int = 0,
+                doc: Annotated[Optional[Path], typer.Option(help="markdown table to write")] = None) -> None:
     """MODPO on the toy task over several gold/brevity weightings; prints the front, writes front.json."""
     from prefalign.evaluation.modpo_sweep import run_toy_sweep
 
     points = run_toy_sweep(out, weights or [1.0, 0.8, 0.6, 0.4, 0.2], steps=steps, n_prompts=prompts,
-                           n_eval_prompts=eval_prompts, seed=seed, console=console)
+                           n_eval_prompts=eval_prompts, seed=seed, console=console, doc=doc)
     console.print(f"{sum(p.on_front for p in points)} of {len(points)} policies on the front; {out / 'front.json'}")
 
 

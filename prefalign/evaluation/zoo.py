@@ -103,6 +103,12 @@ NOTES = """
   answer against another prompt's rejected one, kept where the gold reward agrees); `tpo` on the same pairs
   with the world's ideal answer added as gold. Their held-out pairs are those of the other rows, so a few of
   their prompts may have been seen in training.
+- Token level: TDPO2 (stop-gradient on the chosen side's KL) stays closest to the base (KL 1.7) and beats DPO
+  here; TDPO1 lets the chosen side's KL widen the margin and drifts further with shorter answers. SparsePO's
+  fixed reference-activation mask averages 0.55 (each sequence is rescaled to [0, 1]), which halves both the
+  reward and the KL terms: the policy drifts far (KL ~11) and gains less gold reward, though still above the
+  base. The learned mask (no L1 penalty by default) starts near all-ones and grows to a mean of 1.4, an
+  effectively larger beta, with no token at exactly 0 at evaluation: sparsity needs `l1_reward`/`l1_kl`.
 - `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; `prefalign modpo-sweep`
   traces the whole gold/brevity front.
 """
