@@ -124,6 +124,17 @@ class ScheduleConfig(Strict):
     reset_reference_per_stage: bool = True
 
 
+class EngineConfig(Strict):
+    """How sequences reach the model. `packed` (default): each prompt once with its completions after it
+    (prefix sharing), several examples per row (padding-free packing, `pack_tokens` per row; default the
+    longest example of the batch), and the LM head only on positions that predict completion tokens, in
+    checkpointed chunks. Losses that need per-token values (TDPO, SparsePO, LD-DPO, WPO) use the padded
+    layout whatever this says."""
+
+    packed: bool = True
+    pack_tokens: int | None = Field(None, gt=0)
+
+
 class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     reference: ReferenceConfig = ReferenceConfig()
@@ -131,6 +142,7 @@ class TrainConfig(Strict):
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="dpo", beta=0.1)])
     trainer: TrainerConfig = TrainerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    engine: EngineConfig = EngineConfig()
 
     @field_validator("loss", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prefalign.data.packing import Group, PackedBatch, pack_groups
 from prefalign.data.tokenize import TokenizedPair
 
 
@@ -47,7 +48,7 @@ class PairBatch:
     `index` holds each pair's position in its dataset (for precomputed reference log-probs); `extras` holds
     numeric columns present on every pair of the batch."""
 
-    tokens: TokenBatch
+    tokens: TokenBatch | PackedBatch
     index: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -59,11 +60,23 @@ class PairBatch:
         return PairBatch(self.tokens.to(device), self.index.to(device), {k: v.to(device) for k, v in self.extras.items()})
 
 
-def collate_pairs(pairs: list[TokenizedPair], index: list[int], pad_id: int) -> PairBatch:
-    rows = [p.rows[0] for p in pairs] + [p.rows[1] for p in pairs]
+def collate_pairs(pairs: list[TokenizedPair], index: list[int], pad_id: int, packed: bool = False,
+                  capacity: int | None = None) -> PairBatch:
+    """`packed`: prefix-shared, packed rows (a joint pair's two prompts make two groups); else padded rows."""
+    b = len(pairs)
+    if packed:
+        groups = []
+        for i, p in enumerate(pairs):
+            if p.rejected_prompt_ids is None:
+                groups.append(Group(p.prompt_ids, [p.chosen_ids, p.rejected_ids], [i, b + i]))
+            else:
+                groups += [Group(p.prompt_ids, [p.chosen_ids], [i]), Group(p.rejected_prompt_ids, [p.rejected_ids], [b + i])]
+        tokens = pack_groups(groups, 2 * b, pad_id, capacity)
+    else:
+        tokens = pad_sequences([p.rows[0] for p in pairs] + [p.rows[1] for p in pairs], pad_id)
     common = set.intersection(*(set(p.extras) for p in pairs)) if pairs else set()
     extras = {k: torch.tensor([p.extras[k] for p in pairs], dtype=torch.float32) for k in sorted(common)}
-    return PairBatch(pad_sequences(rows, pad_id), torch.tensor(index, dtype=torch.long), extras)
+    return PairBatch(tokens, torch.tensor(index, dtype=torch.long), extras)
 
 
 @dataclass
@@ -71,7 +84,7 @@ class ListBatch:
     """B ranked lists padded to k = the longest list: row b * k + j is prompt_b + response j of list b
     (best first). `valid[b, j]` is False for the padding slots, which repeat the list's last response."""
 
-    tokens: TokenBatch
+    tokens: TokenBatch | PackedBatch
     index: torch.Tensor
     valid: torch.Tensor
 
@@ -84,14 +97,17 @@ class ListBatch:
         return int(self.valid.shape[1])
 
 
-def collate_lists(lists: list, index: list[int], pad_id: int) -> ListBatch:
+def collate_lists(lists: list, index: list[int], pad_id: int, packed: bool = False,
+                  capacity: int | None = None) -> ListBatch:
     k = max(len(item.completions) for item in lists)
-    rows, valid = [], []
-    for item in lists:
+    rows, valid, groups = [], [], []
+    for b, item in enumerate(lists):
         padded = item.completions + [item.completions[-1]] * (k - len(item.completions))
         rows += [(item.prompt_ids, c) for c in padded]
+        groups.append(Group(item.prompt_ids, padded, [b * k + j for j in range(k)]))
         valid.append([j < len(item.completions) for j in range(k)])
-    return ListBatch(pad_sequences(rows, pad_id), torch.tensor(index, dtype=torch.long), torch.tensor(valid))
+    tokens = pack_groups(groups, len(rows), pad_id, capacity) if packed else pad_sequences(rows, pad_id)
+    return ListBatch(tokens, torch.tensor(index, dtype=torch.long), torch.tensor(valid))
 
 
 @dataclass
@@ -99,7 +115,7 @@ class UnpairedBatch:
     """B labelled completions, then B mismatched rows (prompt_i with completion_{i+1}) from which KTO
     estimates the KL baseline z0."""
 
-    tokens: TokenBatch
+    tokens: TokenBatch | PackedBatch
     labels: torch.Tensor
     index: torch.Tensor
 
@@ -108,12 +124,17 @@ class UnpairedBatch:
         return int(self.index.numel())
 
 
-def collate_unpaired(items: list, index: list[int], pad_id: int) -> UnpairedBatch:
+def collate_unpaired(items: list, index: list[int], pad_id: int, packed: bool = False,
+                     capacity: int | None = None) -> UnpairedBatch:
     n = len(items)
-    rows = [(e.prompt_ids, e.completion_ids) for e in items]
-    rows += [(items[i].prompt_ids, items[(i + 1) % n].completion_ids) for i in range(n)]
-    return UnpairedBatch(pad_sequences(rows, pad_id), torch.tensor([e.label for e in items]),
-                         torch.tensor(index, dtype=torch.long))
+    mismatched = [items[(i + 1) % n].completion_ids for i in range(n)]
+    if packed:  # the labelled completion and the mismatched one share their prompt
+        groups = [Group(e.prompt_ids, [e.completion_ids, mismatched[i]], [i, n + i]) for i, e in enumerate(items)]
+        tokens = pack_groups(groups, 2 * n, pad_id, capacity)
+    else:
+        rows = [(e.prompt_ids, e.completion_ids) for e in items] + [(e.prompt_ids, m) for e, m in zip(items, mismatched)]
+        tokens = pad_sequences(rows, pad_id)
+    return UnpairedBatch(tokens, torch.tensor([e.label for e in items]), torch.tensor(index, dtype=torch.long))
 
 
 def fixed_batches(items: list, size: int, pad_id: int, first_index: int = 0,

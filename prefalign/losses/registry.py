@@ -33,6 +33,8 @@ NEEDS = {
 }
 # Needs that are answered by running the reference model on the batch.
 REFERENCE_NEEDS = frozenset({"reference", "reference_token_logps", "token_kl", "reference_hidden"})
+# Needs that only the padded layout answers (per-token values).
+TOKEN_LEVEL_NEEDS = frozenset({"token_logps", "reference_token_logps", "wpo", "token_kl", "reference_hidden"})
 # Needs that per-sequence (precomputed) reference log-probs cannot answer.
 TOKEN_LEVEL_REFERENCE_NEEDS = REFERENCE_NEEDS - {"reference"}
 LOSS_MODULES = ["dpo", "ipo", "hinge", "sft", "length", "f_divergence", "anchored", "discopop", "aot",

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from prefalign.data.collate import TokenBatch
+from prefalign.data.packing import PackedBatch
 
 
 @dataclass
@@ -42,10 +43,14 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor
     return out.tokens, out.mask
 
 
-def sequence_logps(model: torch.nn.Module, batch: TokenBatch, keep_tokens: bool = False, wpo: bool = False,
-                   keep_vocab: bool = False, kl_from: torch.Tensor | None = None,
+def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep_tokens: bool = False,
+                   wpo: bool = False, keep_vocab: bool = False, kl_from: torch.Tensor | None = None,
                    keep_hidden: bool = False) -> SequenceLogps:
     """`kl_from`: a reference's vocab_logps for the same batch; the result then carries token_kl."""
+    if isinstance(batch, PackedBatch):
+        if keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden:
+            raise ValueError("token-level outputs need the padded layout (engine.packed: false)")
+        return packed_sequence_logps(model, batch)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=keep_hidden)
     logits = out.logits[:, :-1].float()
     labels = batch.input_ids[:, 1:]
@@ -69,3 +74,59 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch, keep_tokens: bool 
     if keep_hidden:
         result.hidden = torch.stack([h[:, :-1].detach() for h in out.hidden_states[1:]])
     return result
+
+
+# -- the packed, prefix-shared layout -------------------------------------------------------------------------
+
+LOGP_CHUNK = 1024  # completion positions per LM-head chunk: peak memory holds chunk x vocab logits
+
+
+def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers CausalLM under a PEFT wrapper (LoRA layers live inside it, so calling its parts
+    directly keeps the adapter, and `disable_adapter()` still applies)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_chunked_head(model: torch.nn.Module) -> bool:
+    """Models whose logits are exactly lm_head(final hidden state): no soft-capping or logit scaling."""
+    cfg = _causal_lm(model).config
+    return not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"))
+
+
+def _token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return -F.cross_entropy(logits, targets, reduction="none")
+
+
+def chunked_token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                        chunk: int = LOGP_CHUNK) -> torch.Tensor:
+    """log softmax(head(hidden))[targets] for [M, H] hidden states, `chunk` rows at a time. Under autograd
+    each chunk is checkpointed: its logits are freed after the forward and recomputed in the backward, so
+    no [M, vocab] tensor ever exists."""
+    parts = []
+    for start in range(0, hidden.shape[0], chunk):
+        h, t = hidden[start:start + chunk], targets[start:start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(torch.utils.checkpoint.checkpoint(_token_logps, head, h, t, use_reentrant=False))
+        else:
+            parts.append(_token_logps(head, h, t))
+    return torch.cat(parts) if parts else hidden.new_zeros(0)
+
+
+def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int = LOGP_CHUNK) -> SequenceLogps:
+    """Summed completion log-probs per output sequence from a packed, prefix-shared batch. The LM head runs
+    only on the positions that predict completion tokens, chunk by chunk."""
+    lm = _causal_lm(model)
+    hidden = lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=batch.position_ids).last_hidden_state
+    picked = hidden.flatten(0, 1)[batch.predict_at]
+    targets = batch.input_ids.flatten()[batch.token_at]
+    if supports_chunked_head(model):
+        logp = chunked_token_logps(lm.get_output_embeddings(), picked, targets, chunk)
+    else:  # the model post-processes its logits: take them from the full forward
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits.float()
+        logp = -F.cross_entropy(logits.flatten(0, 1)[batch.predict_at], targets, reduction="none")
+    sums = torch.zeros(batch.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, batch.slot, logp)
+    counts = torch.bincount(batch.slot, minlength=batch.num_sequences).to(logp.dtype)
+    return SequenceLogps(sums, counts)

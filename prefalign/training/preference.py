@@ -23,6 +23,7 @@ from prefalign.data.loading import load_examples, to_lists, to_pairs, to_unpaire
 from prefalign.data.tokenize import CompletionTokenizer, TokenizedPair, tokenize_list, tokenize_unpaired
 from prefalign.losses.registry import (
     NEEDS,
+    TOKEN_LEVEL_NEEDS,
     TOKEN_LEVEL_REFERENCE_NEEDS,
     BoundLoss,
     build_losses,
@@ -183,9 +184,11 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     pad = tokenizer.pad_token_id
     everything = data.train + data.eval
     size = cfg.trainer.eval_batch_size
-    reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad), len(everything))
+    packed = cfg.engine.packed and not combined_needs(losses) & TOKEN_LEVEL_NEEDS
+    collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
+    reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
+                                len(everything))
     # Held-out examples are indexed after the training ones, as in the precomputed reference table.
-    collate = COLLATE[kind]
     eval_batches = fixed_batches(data.eval, size, pad, first_index=len(data.train), collate=collate)
     plan, hooks = build_schedule(cfg, data.train, reference, kind)
     loop_data = LoopData(data.train, partial(_collate_with_pad, collate, pad), eval_batches, plan, hooks)
