@@ -11,6 +11,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _private_reference_cache(tmp_path, monkeypatch):
+    """Each test gets its own reference log-prob cache, never the user's."""
+    monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "cache"))
 torch.set_num_threads(2)
 
 

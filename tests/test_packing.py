@@ -111,3 +111,26 @@ def test_a_run_with_the_engine_on_matches_one_with_it_off(tiny_model_dir, pairs_
         curves[packed] = [m["loss"] for m in read_metrics(train_preference(cfg).run_dir)]
     assert curves[True] == pytest.approx(curves[False], rel=1e-4, abs=1e-5)
     assert curves[True][-1] < curves[True][0]
+
+
+def test_reference_cache_is_hit_by_a_second_run_and_missed_when_tokenization_changes(tiny_model_dir, pairs_file,
+                                                                                      tmp_path, monkeypatch):
+    from prefalign.config import ReferenceConfig
+    from prefalign.models.reference import PrecomputedReference
+
+    computed = []
+    original = PrecomputedReference.compute.__func__
+    monkeypatch.setattr(PrecomputedReference, "compute",
+                        classmethod(lambda cls, *a: computed.append(1) or original(cls, *a)))
+
+    def run(out, **data):
+        cfg = make_config(tiny_model_dir, pairs_file, tmp_path / out, max_steps=2)
+        cfg.reference = ReferenceConfig(kind="precomputed")
+        cfg.data = cfg.data.model_copy(update=data)
+        return [m["loss"] for m in read_metrics(train_preference(cfg).run_dir)]
+
+    first = run("a")
+    assert len(computed) == 1 and len(list((tmp_path / "cache" / "reference_logps").glob("*.safetensors"))) == 1
+    assert run("b") == first and len(computed) == 1  # a hit: same numbers, no reference pass
+    run("c", max_length=12)  # truncation changes the token ids: a miss
+    assert len(computed) == 2

@@ -37,11 +37,15 @@ class ReferenceConfig(Strict):
 
     auto: `adapter` when LoRA is on, else `copy`. copy: a frozen copy of the policy (or of `name_or_path`).
     adapter: the policy with its adapter disabled. precomputed: computed once before training and stored
-    with the examples, so no reference model stays in memory. none: for reference-free losses.
+    with the examples, so no reference model stays in memory; with `cache` (default) the table is kept on
+    disk under `cache_dir` (default $PREFALIGN_CACHE or ~/.cache/prefalign) and reused by any later run with
+    the same reference and token ids. none: for reference-free losses.
     """
 
     kind: Literal["auto", "copy", "adapter", "precomputed", "none"] = "auto"
     name_or_path: str | None = None
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 class PairRule(Strict):

@@ -37,6 +37,13 @@ from prefalign.models.reference import (
     PrecomputedReference,
     Reference,
 )
+from prefalign.models.reference_cache import (
+    cache_key,
+    default_cache_dir,
+    load_cached,
+    model_fingerprint,
+    save_cached,
+)
 from prefalign.training.data_order import stage_end_steps, staged_plan, steps_per_epoch
 from prefalign.training.export import export_run
 from prefalign.training.loop import LoopData, LoopResult, train_loop
@@ -120,7 +127,7 @@ def check_columns(losses: list[BoundLoss], pairs: list[TokenizedPair]) -> None:
 
 
 def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[BoundLoss],
-                    all_batches: Callable[[], list], n_examples: int) -> Reference | None:
+                    all_batches: Callable[[], list], examples: list, console: Console | None = None) -> Reference | None:
     if not any(t.spec.needs_reference for t in losses):
         return None
     kind = cfg.reference.kind
@@ -140,13 +147,26 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
                          "use reference.kind=copy or adapter")
     if kind == "precomputed" and loss_kind(losses) != "pairwise":
         raise ValueError("reference.kind=precomputed supports pairwise losses; use copy or adapter")
+    key = cache_dir = None
+    if kind == "precomputed" and cfg.reference.cache:
+        cache_dir = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_cache_dir()
+        fingerprint = model_fingerprint(cfg.reference.name_or_path or cfg.model.name_or_path, cfg.model.dtype)
+        key = cache_key(fingerprint, examples)
+        cached = load_cached(cache_dir, key)
+        if cached is not None:
+            if console:
+                console.print(f"reference: log-probs from the cache ({cache_dir / key}.safetensors)")
+            return cached
     if cfg.reference.name_or_path or cfg.model.lora:
         frozen = FrozenCopyReference(load_causal_lm(cfg.model, cfg.reference.name_or_path))
     else:
         frozen = FrozenCopyReference.copy_of(policy)
     if kind == "copy":
         return frozen
-    return PrecomputedReference.compute(frozen, all_batches(), n_examples)
+    table = PrecomputedReference.compute(frozen, all_batches(), len(examples))
+    if key is not None:
+        save_cached(cache_dir, key, table)
+    return table
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------
@@ -187,7 +207,7 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     packed = cfg.engine.packed and not combined_needs(losses) & TOKEN_LEVEL_NEEDS
     collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
     reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
-                                len(everything))
+                                everything, console)
     # Held-out examples are indexed after the training ones, as in the precomputed reference table.
     eval_batches = fixed_batches(data.eval, size, pad, first_index=len(data.train), collate=collate)
     plan, hooks = build_schedule(cfg, data.train, reference, kind)
