@@ -1,5 +1,7 @@
 """The preference objective computes what the chosen losses need, through a real (tiny) model."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -14,7 +16,7 @@ from prefalign.training.objectives import PairObjective
 from prefalign.training.preference import prepare_data, train_preference
 
 from .conftest import write_jsonl
-from .test_training import assert_same_weights, interrupt_at, make_config
+from .test_training import assert_resume_is_exact, make_config
 
 
 @pytest.fixture
@@ -82,9 +84,8 @@ def test_stateful_loss_resumes_exactly(tiny_model_dir, pairs_file, tmp_path):
         c.loss = [LossTerm(name="bco", beta=0.5)]
         return c
 
-    straight = train_preference(cfg(tmp_path / "straight"))
-    interrupt_at(3, cfg, tmp_path / "resumed")
-    state = __import__("json").loads((list_checkpoints(tmp_path / "resumed" / "checkpoints")[-1] / "state.json").read_text())
-    assert state["objective"]["0"]["count"] == 3 * 2 * 2  # 3 steps of 2 pairs, 2 rewards each
-    train_preference(cfg(tmp_path / "resumed"), resume=True)
-    assert_same_weights(straight.run_dir, tmp_path / "resumed")
+    def bco_state_saved(run_dir):
+        state = json.loads((list_checkpoints(run_dir / "checkpoints")[-1] / "state.json").read_text())
+        assert state["objective"]["0"]["count"] == 3 * 2 * 2  # 3 steps of 2 pairs, 2 rewards each
+
+    assert_resume_is_exact(cfg, tmp_path, train_preference(cfg(tmp_path / "straight")), check_interrupted=bco_state_saved)

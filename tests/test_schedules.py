@@ -12,7 +12,7 @@ from prefalign.training.preference import train_preference
 from prefalign.training.schedules import ReferenceUpdates, chunk_stages
 
 from .conftest import write_jsonl
-from .test_training import assert_same_weights, interrupt_at, make_config
+from .test_training import assert_resume_is_exact, make_config
 
 
 def test_plans():
@@ -89,11 +89,7 @@ def test_tr_dpo_resumes_exactly(tiny_model_dir, pairs_file, tmp_path):
         c.schedule = ScheduleConfig(reference_update="soft", update_every=2, mix=0.5)
         return c
 
-    straight = train_preference(cfg(tmp_path / "straight"))
-    interrupt_at(3, cfg, tmp_path / "resumed")
-    train_preference(cfg(tmp_path / "resumed"), resume=True)
-    assert_same_weights(straight.run_dir, tmp_path / "resumed")
-    assert [m["loss"] for m in read_metrics(straight.run_dir)] == [m["loss"] for m in read_metrics(tmp_path / "resumed")]
+    assert_resume_is_exact(cfg, tmp_path, train_preference(cfg(tmp_path / "straight")))
 
 
 def test_reference_updates_refuse_lora(tiny_model_dir, pairs_file, tmp_path):

@@ -15,7 +15,7 @@ from prefalign.training.metrics import read_metrics
 from prefalign.training.preference import prepare_data, train_preference
 
 from .test_loss_family import TinyPolicy, logsig, pair, run, val
-from .test_training import assert_same_weights, interrupt_at, make_config
+from .test_training import assert_resume_is_exact, make_config
 
 
 def kl_pair(**extra):
@@ -125,10 +125,7 @@ def test_sparsepo_learned_mask_trains_checkpoints_and_resumes(tiny_model_dir, pa
     heads = load_file(ckpt)
     assert any(k.startswith("0.common.per_layer") for k in heads)
     assert not torch.equal(heads["0.common.mixer.weight"], torch.full_like(heads["0.common.mixer.weight"], 0.5))
-    interrupt_at(3, cfg, tmp_path / "resumed")
-    train_preference(cfg(tmp_path / "resumed"), resume=True)
-    assert_same_weights(straight.run_dir, tmp_path / "resumed")
-    assert [m["loss"] for m in read_metrics(straight.run_dir)] == [m["loss"] for m in read_metrics(tmp_path / "resumed")]
+    assert_resume_is_exact(cfg, tmp_path, straight)
 
 
 def test_tdpo_trains_end_to_end_and_refuses_a_precomputed_reference(tiny_model_dir, pairs_file, tmp_path):

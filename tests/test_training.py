@@ -85,6 +85,18 @@ def assert_same_weights(run_a, run_b):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def assert_resume_is_exact(config, tmp_path, straight, at=3, check_interrupted=None):
+    """Interrupt `config` at step `at`, resume it, and compare weights and loss curve with `straight`;
+    `check_interrupted(run_dir)` inspects the interrupted run before the resume."""
+    resumed = tmp_path / "resumed"
+    interrupt_at(at, config, resumed)
+    if check_interrupted is not None:
+        check_interrupted(resumed)
+    train_preference(config(resumed), resume=True)
+    assert_same_weights(straight.run_dir, resumed)
+    assert [m["loss"] for m in read_metrics(straight.run_dir)] == [m["loss"] for m in read_metrics(resumed)]
+
+
 def test_resume_after_kill_is_bitwise_exact(tiny_model_dir, pairs_file, tmp_path):
     straight = train_preference(make_config(tiny_model_dir, pairs_file, tmp_path / "straight", save_every=3))
     killed = tmp_path / "killed"
