@@ -100,13 +100,13 @@ class ListBatch:
 def collate_lists(lists: list, index: list[int], pad_id: int, packed: bool = False,
                   capacity: int | None = None) -> ListBatch:
     k = max(len(item.completions) for item in lists)
-    rows, valid, groups = [], [], []
-    for b, item in enumerate(lists):
-        padded = item.completions + [item.completions[-1]] * (k - len(item.completions))
-        rows += [(item.prompt_ids, c) for c in padded]
-        groups.append(Group(item.prompt_ids, padded, [b * k + j for j in range(k)]))
-        valid.append([j < len(item.completions) for j in range(k)])
-    tokens = pack_groups(groups, len(rows), pad_id, capacity) if packed else pad_sequences(rows, pad_id)
+    groups = [Group(item.prompt_ids, item.completions + [item.completions[-1]] * (k - len(item.completions)),
+                    [b * k + j for j in range(k)]) for b, item in enumerate(lists)]
+    valid = [[j < len(item.completions) for j in range(k)] for item in lists]
+    if packed:
+        tokens = pack_groups(groups, len(lists) * k, pad_id, capacity)
+    else:
+        tokens = pad_sequences([(g.prompt_ids, c) for g in groups for c in g.completions], pad_id)
     return ListBatch(tokens, torch.tensor(index, dtype=torch.long), torch.tensor(valid))
 
 

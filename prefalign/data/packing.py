@@ -90,17 +90,18 @@ def pack_groups(groups: list[Group], num_sequences: int, pad_id: int, capacity: 
                 pos[r, col:col + n] = torch.arange(p, p + n)
                 part_of[r, col:col + n] = j + 1
                 # With an empty prompt the first token has no predictor, as in the padded layout.
-                first = 0 if p > 0 else 1
-                for t in range(first, n):
-                    token_at.append(start + col + t)
-                    predict_at.append(start + (last_prompt if t == 0 else col + t - 1))
-                    slot.append(s)
+                at = torch.arange(start + col + (p == 0), start + col + n)
+                before = at - 1
+                if p > 0 and n > 0:
+                    before[0] = start + last_prompt
+                token_at.append(at)
+                predict_at.append(before)
+                slot.append(torch.full_like(at, s))
                 col += n
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
     same_group = group_of[:, :, None] == group_of[:, None, :]
     visible_part = (part_of[:, None, :] == 0) | (part_of[:, :, None] == part_of[:, None, :])
     mask = same_group & visible_part & causal
     mask |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no empty softmax rows)
-    return PackedBatch(ids, pos, mask[:, None], torch.tensor(token_at, dtype=torch.long),
-                       torch.tensor(predict_at, dtype=torch.long), torch.tensor(slot, dtype=torch.long),
+    return PackedBatch(ids, pos, mask[:, None], torch.cat(token_at), torch.cat(predict_at), torch.cat(slot),
                        num_sequences, sum(lengths))
