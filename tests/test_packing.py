@@ -18,6 +18,7 @@ from prefalign.data.collate import collate_lists, collate_pairs, collate_unpaire
 from prefalign.data.packing import first_fit_decreasing
 from prefalign.data.tokenize import TokenizedList, TokenizedPair, TokenizedUnpaired
 from prefalign.models.logprobs import chunked_token_logps, sequence_logps
+from prefalign.models.packed_attention import enable_packed_attention
 from prefalign.training.metrics import read_metrics
 from prefalign.training.preference import train_preference
 
@@ -51,10 +52,16 @@ def logps_and_grads(model, batch):
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("attention", ["segments", "mask"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_packed_pairs_match_padded_logps_and_gradients(family):
+def test_packed_pairs_match_padded_logps_and_gradients(family, attention):
+    """`segments`: the segment-wise kernel (prefalign_packed); `mask`: the model's eager attention with the
+    packed 4D mask, the fallback for models the kernel does not support."""
     torch.manual_seed(0)
     model = FAMILIES[family]()
+    if attention == "mask":
+        model.set_attn_implementation("eager")
+    assert enable_packed_attention(model) == (attention == "segments")
     pairs = random_pairs()
     padded, padded_grads = logps_and_grads(model, collate_pairs(pairs, list(range(7)), 0).tokens)
     batch = collate_pairs(pairs, list(range(7)), 0, packed=True, capacity=64).tokens
@@ -96,6 +103,17 @@ def test_chunked_logps_equal_full_logps_and_gradients():
         torch.testing.assert_close(a, b)
 
 
+def test_packed_attention_refuses_sliding_windows_and_is_sdpa_without_a_layout():
+    sliding = Qwen2ForCausalLM(Qwen2Config(**SMALL, use_sliding_window=True, sliding_window=4, max_window_layers=0))
+    assert not enable_packed_attention(sliding)
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]()
+    x = torch.randint(0, V, (2, 11))
+    before = model(input_ids=x).logits
+    assert enable_packed_attention(model)
+    torch.testing.assert_close(model(input_ids=x).logits, before)  # generation and padded rows are unchanged
+
+
 def test_first_fit_decreasing_fills_rows():
     bins = first_fit_decreasing([7, 3, 5, 2, 8, 1], capacity=10)
     assert sorted(i for b in bins for i in b) == list(range(6))
@@ -103,14 +121,43 @@ def test_first_fit_decreasing_fills_rows():
     assert first_fit_decreasing([12, 3], capacity=10) == [[0], [1]]
 
 
+def loss_curve(tiny_model_dir, pairs_file, out, engine=None, checkpointing=False, steps=8):
+    cfg = make_config(tiny_model_dir, pairs_file, out, max_steps=steps, lr=5e-3)
+    cfg.engine = cfg.engine.model_copy(update=engine or {})
+    cfg.model.gradient_checkpointing = checkpointing
+    return [m["loss"] for m in read_metrics(train_preference(cfg).run_dir)]
+
+
 def test_a_run_with_the_engine_on_matches_one_with_it_off(tiny_model_dir, pairs_file, tmp_path):
-    curves = {}
-    for packed in (True, False):
-        cfg = make_config(tiny_model_dir, pairs_file, tmp_path / str(packed), max_steps=8, lr=5e-3)
-        cfg.engine.packed = packed
-        curves[packed] = [m["loss"] for m in read_metrics(train_preference(cfg).run_dir)]
-    assert curves[True] == pytest.approx(curves[False], rel=1e-4, abs=1e-5)
-    assert curves[True][-1] < curves[True][0]
+    """Everything on (prefix sharing, packing, segment attention, a chunked head of 4 positions, gradient
+    checkpointing) against everything off (padded rows, full logits)."""
+    on = loss_curve(tiny_model_dir, pairs_file, tmp_path / "on", {"packed": True, "logp_chunk": 4}, checkpointing=True)
+    off = loss_curve(tiny_model_dir, pairs_file, tmp_path / "off", {"packed": False})
+    assert on == pytest.approx(off, rel=1e-4, abs=1e-5)
+    assert on[-1] < on[0]
+
+
+def test_bf16_autocast_runs_matmuls_in_bf16_and_follows_the_fp32_curve(tiny_model_dir, pairs_file, tmp_path):
+    from prefalign.config.schema import EngineConfig
+    from prefalign.models.engine import precision_context
+
+    layer = torch.nn.Linear(4, 4)
+    with precision_context(EngineConfig(autocast="bf16"), layer):
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
+    assert layer.weight.dtype == torch.float32  # master weights stay fp32
+    bf16 = loss_curve(tiny_model_dir, pairs_file, tmp_path / "bf16", {"autocast": "bf16"})
+    fp32 = loss_curve(tiny_model_dir, pairs_file, tmp_path / "fp32")
+    assert bf16 != fp32  # it did change the arithmetic...
+    # ...within bf16's precision while the runs are close (at lr 5e-3 they drift apart later)
+    assert bf16[:3] == pytest.approx(fp32[:3], abs=0.02)
+    assert bf16[-1] < bf16[0]
+
+
+@pytest.mark.slow
+def test_compiled_decoder_follows_the_eager_curve(tiny_model_dir, pairs_file, tmp_path):
+    compiled = loss_curve(tiny_model_dir, pairs_file, tmp_path / "compiled", {"compile": True}, steps=4)
+    eager = loss_curve(tiny_model_dir, pairs_file, tmp_path / "eager", steps=4)
+    assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-4)
 
 
 def test_reference_cache_is_hit_by_a_second_run_and_missed_when_tokenization_changes(tiny_model_dir, pairs_file,

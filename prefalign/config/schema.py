@@ -132,11 +132,20 @@ class EngineConfig(Strict):
     """How sequences reach the model. `packed` (default): each prompt once with its completions after it
     (prefix sharing), several examples per row (padding-free packing, `pack_tokens` per row; default the
     longest example of the batch), and the LM head only on positions that predict completion tokens, in
-    checkpointed chunks. Losses that need per-token values (TDPO, SparsePO, LD-DPO, WPO) use the padded
-    layout whatever this says."""
+    checkpointed chunks of `logp_chunk`. Losses that need per-token values (TDPO, SparsePO, LD-DPO, WPO) use
+    the padded layout whatever this says. Gradient checkpointing is `model.gradient_checkpointing`.
+
+    `autocast: bf16` is mixed precision (fp32 master weights, bf16 matmuls) on CPU and GPU; `model.dtype:
+    bfloat16` instead keeps the weights themselves in bf16. Both are off by default: bf16 changes the numbers,
+    and on CPUs without bf16 units it is slower. `compile` is off by default because compiling costs minutes
+    on a first run and pays only on long ones."""
 
     packed: bool = True
     pack_tokens: int | None = Field(None, gt=0)
+    logp_chunk: int = Field(1024, gt=0, description="completion positions per LM-head chunk (packed layout)")
+    autocast: Literal["off", "bf16"] = Field(
+        "off", description="bf16: matmuls in bfloat16 under torch.autocast, weights and optimizer in model.dtype")
+    compile: bool = Field(False, description="torch.compile the decoder (dynamic shapes); the first steps compile")
 
 
 class TrainConfig(Strict):

@@ -13,7 +13,7 @@ order of the padded layout, so both layouts give the same per-sequence log-probs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +28,32 @@ class Group:
         return len(self.prompt_ids) + sum(map(len, self.completions))
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Positions [start, end) of one row, attending to [prefix_start, prefix_end) (its prompt; empty for a
+    prompt) and causally to themselves."""
+
+    start: int
+    end: int
+    prefix_start: int = 0
+    prefix_end: int = 0
+
+
+@dataclass
+class SegmentLayout:
+    rows: list[list[Segment]]
+    width: int
+    _masks: dict = field(default_factory=dict, repr=False)
+
+    def mask(self, n: int, prefix: int, device: torch.device) -> torch.Tensor:
+        """[n, prefix + n]: the prompt fully visible, the segment itself causal (shared by all layers)."""
+        key = (n, prefix, device)
+        if key not in self._masks:
+            own = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))
+            self._masks[key] = torch.cat([torch.ones(n, prefix, dtype=torch.bool, device=device), own], dim=1)
+        return self._masks[key]
+
+
 @dataclass
 class PackedBatch:
     input_ids: torch.Tensor  # [R, L]
@@ -38,6 +64,7 @@ class PackedBatch:
     slot: torch.Tensor  # [M] output sequence of each scored token
     num_sequences: int
     real_tokens: int
+    layout: SegmentLayout  # the same visibility as attention_mask, segment by segment
 
     @property
     def num_tokens(self) -> int:
@@ -46,7 +73,7 @@ class PackedBatch:
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.attention_mask.to(device),
                            self.token_at.to(device), self.predict_at.to(device), self.slot.to(device),
-                           self.num_sequences, self.real_tokens)
+                           self.num_sequences, self.real_tokens, self.layout)
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -73,6 +100,7 @@ def pack_groups(groups: list[Group], num_sequences: int, pad_id: int, capacity: 
     group_of = torch.full((len(rows), width), -1, dtype=torch.long)
     part_of = torch.zeros((len(rows), width), dtype=torch.long)
     token_at, predict_at, slot = [], [], []
+    layout = SegmentLayout([[] for _ in rows], width)
     for r, row in enumerate(rows):
         start = r * width
         col = 0
@@ -83,6 +111,9 @@ def pack_groups(groups: list[Group], num_sequences: int, pad_id: int, capacity: 
             pos[r, col:col + p] = torch.arange(p)
             group_of[r, col:col + lengths[g]] = g
             last_prompt = col + p - 1
+            prompt_start = col
+            if p:
+                layout.rows[r].append(Segment(col, col + p))
             col += p
             for j, (completion, s) in enumerate(zip(group.completions, group.slots)):
                 n = len(completion)
@@ -97,6 +128,8 @@ def pack_groups(groups: list[Group], num_sequences: int, pad_id: int, capacity: 
                 token_at.append(at)
                 predict_at.append(before)
                 slot.append(torch.full_like(at, s))
+                if n:
+                    layout.rows[r].append(Segment(col, col + n, prompt_start, prompt_start + p))
                 col += n
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
     same_group = group_of[:, :, None] == group_of[:, None, :]
@@ -104,4 +137,4 @@ def pack_groups(groups: list[Group], num_sequences: int, pad_id: int, capacity: 
     mask = same_group & visible_part & causal
     mask |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no empty softmax rows)
     return PackedBatch(ids, pos, mask[:, None], torch.cat(token_at), torch.cat(predict_at), torch.cat(slot),
-                       num_sequences, sum(lengths))
+                       num_sequences, sum(lengths), layout)

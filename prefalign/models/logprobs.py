@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from prefalign.data.collate import TokenBatch
 from prefalign.data.packing import PackedBatch
+from prefalign.models.packed_attention import enable_packed_attention
 
 
 @dataclass
@@ -45,12 +46,13 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor
 
 def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep_tokens: bool = False,
                    wpo: bool = False, keep_vocab: bool = False, kl_from: torch.Tensor | None = None,
-                   keep_hidden: bool = False) -> SequenceLogps:
-    """`kl_from`: a reference's vocab_logps for the same batch; the result then carries token_kl."""
+                   keep_hidden: bool = False, chunk: int | None = None) -> SequenceLogps:
+    """`kl_from`: a reference's vocab_logps for the same batch; the result then carries token_kl. `chunk`:
+    completion positions per LM-head chunk in the packed layout (default LOGP_CHUNK)."""
     if isinstance(batch, PackedBatch):
         if keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden:
             raise ValueError("token-level outputs need the padded layout (engine.packed: false)")
-        return packed_sequence_logps(model, batch)
+        return packed_sequence_logps(model, batch, chunk or LOGP_CHUNK)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=keep_hidden)
     logits = out.logits[:, :-1].float()
     labels = batch.input_ids[:, 1:]
@@ -81,7 +83,7 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep
 LOGP_CHUNK = 1024  # completion positions per LM-head chunk: peak memory holds chunk x vocab logits
 
 
-def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers CausalLM under a PEFT wrapper (LoRA layers live inside it, so calling its parts
     directly keeps the adapter, and `disable_adapter()` still applies)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -89,7 +91,7 @@ def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
 
 def supports_chunked_head(model: torch.nn.Module) -> bool:
     """Models whose logits are exactly lm_head(final hidden state): no soft-capping or logit scaling."""
-    cfg = _causal_lm(model).config
+    cfg = causal_lm(model).config
     return not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"))
 
 
@@ -113,19 +115,34 @@ def chunked_token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: to
     return torch.cat(parts) if parts else hidden.new_zeros(0)
 
 
+def _mask_for(lm: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The packed 4D mask as the model's attention takes it: boolean for SDPA, additive for eager."""
+    impl = lm.config._attn_implementation or "eager"
+    if impl in ("sdpa", "prefalign_packed"):
+        return mask
+    if "flash" in impl or "flex" in impl:
+        raise ValueError(f"the packed engine needs attention that takes a 4D mask; attn_implementation={impl} does "
+                         "not. Use sdpa (the engine then runs its own segment-wise kernel) or engine.packed: false")
+    dtype = next(lm.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
 def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int = LOGP_CHUNK) -> SequenceLogps:
     """Summed completion log-probs per output sequence from a packed, prefix-shared batch. The LM head runs
     only on the positions that predict completion tokens, chunk by chunk."""
-    lm = _causal_lm(model)
-    hidden = lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              position_ids=batch.position_ids).last_hidden_state
+    lm = causal_lm(model)
+    # Segment-wise attention where the model allows it; otherwise SDPA (or the model's own) with the 4D mask.
+    layout = {"packed_segments": batch.layout} if enable_packed_attention(lm) else {}
+    mask = _mask_for(lm, batch.attention_mask)
+    hidden = lm.get_decoder()(input_ids=batch.input_ids, attention_mask=mask,
+                              position_ids=batch.position_ids, **layout).last_hidden_state
     picked = hidden.flatten(0, 1)[batch.predict_at]
     targets = batch.input_ids.flatten()[batch.token_at]
     if supports_chunked_head(model):
         logp = chunked_token_logps(lm.get_output_embeddings(), picked, targets, chunk)
     else:  # the model post-processes its logits: take them from the full forward
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids).logits.float()
+        logits = model(input_ids=batch.input_ids, attention_mask=mask,
+                       position_ids=batch.position_ids, **layout).logits.float()
         logp = -F.cross_entropy(logits.flatten(0, 1)[batch.predict_at], targets, reduction="none")
     sums = torch.zeros(batch.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, batch.slot, logp)
     counts = torch.bincount(batch.slot, minlength=batch.num_sequences).to(logp.dtype)

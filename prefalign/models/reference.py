@@ -15,7 +15,7 @@ class Reference:
     """Gives the reference's completion log-probs for a batch's rows; `want` asks for the token-level extras
     of `sequence_logps` (keep_tokens, keep_vocab, keep_hidden)."""
 
-    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
+    def outputs(self, batch: PairBatch, chunk: int | None = None, **want: bool) -> SequenceLogps:
         raise NotImplementedError
 
     def logps(self, batch: PairBatch) -> torch.Tensor:
@@ -31,8 +31,8 @@ class FrozenCopyReference(Reference):
         return cls(copy.deepcopy(policy))
 
     @torch.no_grad()
-    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
-        return sequence_logps(self.model, batch.tokens, **want)
+    def outputs(self, batch: PairBatch, chunk: int | None = None, **want: bool) -> SequenceLogps:
+        return sequence_logps(self.model, batch.tokens, chunk=chunk, **want)
 
 
 class DisabledAdapterReference(Reference):
@@ -44,11 +44,11 @@ class DisabledAdapterReference(Reference):
         self.model = peft_model
 
     @torch.no_grad()
-    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
+    def outputs(self, batch: PairBatch, chunk: int | None = None, **want: bool) -> SequenceLogps:
         was_training = self.model.training
         self.model.eval()
         with self.model.disable_adapter():
-            out = sequence_logps(self.model, batch.tokens, **want)
+            out = sequence_logps(self.model, batch.tokens, chunk=chunk, **want)
         self.model.train(was_training)
         return out
 
@@ -70,7 +70,7 @@ class PrecomputedReference(Reference):
             table[2, idx], table[3, idx] = out.n_tokens[:b].float().cpu(), out.n_tokens[b:].float().cpu()
         return cls(*table)
 
-    def outputs(self, batch: PairBatch, **want: bool) -> SequenceLogps:
+    def outputs(self, batch: PairBatch, chunk: int | None = None, **want: bool) -> SequenceLogps:
         if any(want.values()):
             raise ValueError("precomputed reference log-probs are per sequence; a token-level loss needs "
                              "reference.kind=copy or adapter")

@@ -77,8 +77,11 @@ class LoopResult:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, n_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    # The fused kernel is the same AdamW in one pass over each tensor: several times faster than the
+    # multi-tensor default and without its parameter-sized temporaries.
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)
+                                  weight_decay=cfg.weight_decay, fused=fused or None)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * n_steps)
     name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
     return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=n_steps)

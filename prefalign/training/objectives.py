@@ -17,8 +17,9 @@ from prefalign.models.reference import Reference
 class LossObjective:
     """What the three objectives share: the weighted sum of terms, their metrics and their state."""
 
-    def __init__(self, losses: list[BoundLoss], reference: Reference | None) -> None:
+    def __init__(self, losses: list[BoundLoss], reference: Reference | None, logp_chunk: int | None = None) -> None:
         self.losses = losses
+        self.logp_chunk = logp_chunk
         self.reference = reference
         self.needs = combined_needs(losses)
         self.beta = next((t.beta for t in losses if t.beta is not None), 1.0)
@@ -29,7 +30,7 @@ class LossObjective:
     def _reference_outputs(self, batch: PairBatch | ListBatch | UnpairedBatch) -> SequenceLogps | None:
         if self.reference is None:
             return None
-        return self.reference.outputs(batch, keep_tokens="reference_token_logps" in self.needs,
+        return self.reference.outputs(batch, chunk=self.logp_chunk, keep_tokens="reference_token_logps" in self.needs,
                                       keep_vocab="token_kl" in self.needs,
                                       keep_hidden="reference_hidden" in self.needs)
 
@@ -68,7 +69,8 @@ class PairObjective(LossObjective):
     def pair_logps(self, model: torch.nn.Module, batch: PairBatch) -> PairLogps:
         reference = self._reference_outputs(batch)
         policy = sequence_logps(model, batch.tokens, keep_tokens="token_logps" in self.needs, wpo="wpo" in self.needs,
-                                kl_from=reference.vocab_logps if reference is not None else None)
+                                kl_from=reference.vocab_logps if reference is not None else None,
+                                chunk=self.logp_chunk)
         if reference is not None:
             reference.vocab_logps = None  # [N, T, V]: drop it as soon as the KL is taken
         return PairLogps.from_outputs(policy, reference, batch.num_pairs, batch.extras)
@@ -93,7 +95,7 @@ class ListObjective(LossObjective):
 
     def list_logps(self, model: torch.nn.Module, batch: ListBatch) -> ListLogps:
         shape = (batch.num_lists, batch.k)
-        policy = sequence_logps(model, batch.tokens)
+        policy = sequence_logps(model, batch.tokens, chunk=self.logp_chunk)
         ref = self._reference_outputs(batch)
         return ListLogps(policy.sum.view(shape), policy.n_tokens.view(shape), batch.valid,
                          None if ref is None else ref.sum.view(shape))
@@ -112,7 +114,7 @@ class UnpairedObjective(LossObjective):
 
     def unpaired_logps(self, model: torch.nn.Module, batch: UnpairedBatch) -> UnpairedLogps:
         b = batch.num_examples
-        policy = sequence_logps(model, batch.tokens)
+        policy = sequence_logps(model, batch.tokens, chunk=self.logp_chunk)
         ref = self._reference_outputs(batch)
         return UnpairedLogps(policy.sum[:b], policy.n_tokens[:b], batch.labels.to(policy.sum.device),
                              None if ref is None else ref.sum[:b], policy.sum[b:].detach(),

@@ -30,6 +30,7 @@ from prefalign.losses.registry import (
     combined_needs,
     loss_kind,
 )
+from prefalign.models.engine import compile_decoder, precision_context, precision_tag
 from prefalign.models.loading import load_causal_lm, load_policy, load_tokenizer
 from prefalign.models.reference import (
     DisabledAdapterReference,
@@ -150,7 +151,8 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
     key = cache_dir = None
     if kind == "precomputed" and cfg.reference.cache:
         cache_dir = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_cache_dir()
-        fingerprint = model_fingerprint(cfg.reference.name_or_path or cfg.model.name_or_path, cfg.model.dtype)
+        fingerprint = model_fingerprint(cfg.reference.name_or_path or cfg.model.name_or_path,
+                                        precision_tag(cfg.engine, cfg.model.dtype))
         key = cache_key(fingerprint, examples)
         cached = load_cached(cache_dir, key)
         if cached is not None:
@@ -206,16 +208,22 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     size = cfg.trainer.eval_batch_size
     packed = cfg.engine.packed and not combined_needs(losses) & TOKEN_LEVEL_NEEDS
     collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
-    reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
-                                everything, console)
+    with precision_context(cfg.engine, policy):
+        reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
+                                    everything, console)
+    if cfg.engine.compile:
+        compile_decoder(policy)
+        if isinstance(reference, FrozenCopyReference):
+            compile_decoder(reference.model)
     # Held-out examples are indexed after the training ones, as in the precomputed reference table.
     eval_batches = fixed_batches(data.eval, size, pad, first_index=len(data.train), collate=collate)
     plan, hooks = build_schedule(cfg, data.train, reference, kind)
     loop_data = LoopData(data.train, partial(_collate_with_pad, collate, pad), eval_batches, plan, hooks)
-    objective = OBJECTIVES[kind](losses, reference)
+    objective = OBJECTIVES[kind](losses, reference, cfg.engine.logp_chunk)
     resolved = cfg.model_dump(mode="json")
-    result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
-                        console=console, config_for_sinks=resolved)
+    with precision_context(cfg.engine, policy):
+        result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
+                            console=console, config_for_sinks=resolved)
     outputs = export_run(policy, tokenizer, run_dir, resolved)
     return PreferenceRun(run_dir, result, outputs, data)
 
