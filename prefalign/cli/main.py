@@ -77,8 +77,9 @@ def train(config: ConfigOpt = None, overrides: OverridesArg = None,
 
     cfg = load_config(config, overrides or [])
     run = train_preference(cfg, resume=resume, console=console)
-    console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
-                  + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+    if run.main:
+        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
+                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
 
 
 @app.command()

@@ -90,8 +90,11 @@ class TrainerConfig(Strict):
     seed: int = 0
     epochs: int = Field(1, gt=0)
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs when set")
-    batch_size: int = Field(8, gt=0, description="examples per micro-batch")
-    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    batch_size: int = Field(8, gt=0, description="examples per micro-batch in one process; batch_size x grad_accum "
+                                                 "examples make an optimizer step over all processes")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step (in one process)")
+    micro_batch_size: int | None = Field(None, gt=0, description="examples per forward pass in each process; "
+                                         "only sets memory (default batch_size)")
     lr: float = Field(5e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -149,6 +152,19 @@ class EngineConfig(Strict):
     compile: bool = Field(False, description="torch.compile the decoder (dynamic shapes); the first steps compile")
 
 
+class DistributedConfig(Strict):
+    """Several processes, launched with `torchrun` or `accelerate launch` (docs/scaling.md). The same config is
+    the same run at any world size: a step's batch_size x grad_accum examples are split across the ranks.
+
+    auto: DDP when several processes are launched (FSDP2 when an accelerate FSDP config launched them).
+    ddp: every rank holds the whole model, gradients are averaged. fsdp2: parameters, gradients and optimizer
+    state sharded per transformer block (torch's fully_shard); the reference is sharded the same way."""
+
+    strategy: Literal["auto", "ddp", "fsdp2"] = "auto"
+    world_size: int | None = Field(None, gt=0, description="a record, written by the run: the processes it ran "
+                                   "with (the launcher decides; a checkpoint resumes at any world size)")
+
+
 class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     reference: ReferenceConfig = ReferenceConfig()
@@ -157,6 +173,7 @@ class TrainConfig(Strict):
     trainer: TrainerConfig = TrainerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     engine: EngineConfig = EngineConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -202,3 +219,4 @@ class RewardTrainConfig(Strict):
     reward: RewardConfig = RewardConfig()
     trainer: TrainerConfig = TrainerConfig(output_dir="runs/reward", lr=1e-4, batch_size=16)
     engine: EngineConfig = EngineConfig()
+    distributed: DistributedConfig = DistributedConfig()

@@ -92,6 +92,9 @@ class ListBatch:
     def num_lists(self) -> int:
         return int(self.index.numel())
 
+    def to(self, device: torch.device | str) -> ListBatch:
+        return ListBatch(self.tokens.to(device), self.index.to(device), self.valid.to(device))
+
     @property
     def k(self) -> int:
         return int(self.valid.shape[1])
@@ -122,6 +125,9 @@ class UnpairedBatch:
     @property
     def num_examples(self) -> int:
         return int(self.index.numel())
+
+    def to(self, device: torch.device | str) -> UnpairedBatch:
+        return UnpairedBatch(self.tokens.to(device), self.labels.to(device), self.index.to(device))
 
 
 def collate_unpaired(items: list, index: list[int], pad_id: int, packed: bool = False,

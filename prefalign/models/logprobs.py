@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 
 from prefalign.data.collate import TokenBatch
 from prefalign.data.packing import PackedBatch
@@ -89,10 +90,16 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep
 LOGP_CHUNK = 1024  # completion positions per LM-head chunk: peak memory holds chunk x vocab logits
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under a DistributedDataParallel wrapper (FSDP2 shards in place and wraps nothing)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers CausalLM under a PEFT wrapper (LoRA layers live inside it, so calling its parts
+    """The transformers CausalLM under DDP and PEFT wrappers (LoRA layers live inside it, so calling its parts
     directly keeps the adapter, and `disable_adapter()` still applies)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    model = unwrap(model)
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def supports_chunked_head(model: torch.nn.Module) -> bool:
@@ -184,19 +191,21 @@ def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int
         raise ValueError("token-level outputs of a model that post-processes its logits need the padded layout "
                          "(engine.packed: false)")
     inputs = packed_inputs(lm, batch)
-    out = lm.get_decoder()(**inputs, output_hidden_states=keep_hidden)
-    picked = out.last_hidden_state.flatten(0, 1)[batch.predict_at]
     targets = batch.input_ids.flatten()[batch.token_at]
     n = batch.num_sequences
-    if supports_chunked_head(model):
+    chunked = supports_chunked_head(model)
+    # Through the model's own forward, so that a DDP or FSDP wrapper sees the call; with the chunked head the
+    # forward projects one position only and the head runs below on the completion positions.
+    out = model(**inputs, output_hidden_states=True, logits_to_keep=1 if chunked else 0)
+    picked = out.hidden_states[-1].flatten(0, 1)[batch.predict_at]
+    if chunked:
         head = lm.get_output_embeddings()
         columns = chunked_head_outputs(head, picked, targets, chunk, wpo=wpo,
                                        ref_head=None if kl_from is None else kl_from.head,
                                        ref_hidden=None if kl_from is None else kl_from.head_hidden)
         logp = columns[:, 0]
     else:  # the model post-processes its logits: take them from the full forward
-        logits = model(**inputs).logits.float()
-        logp = -F.cross_entropy(logits.flatten(0, 1)[batch.predict_at], targets, reduction="none")
+        logp = -F.cross_entropy(out.logits.float().flatten(0, 1)[batch.predict_at], targets, reduction="none")
     sums = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, batch.slot, logp)
     counts = torch.bincount(batch.slot, minlength=n).to(logp.dtype)
     result = SequenceLogps(sums, counts)

@@ -21,12 +21,13 @@ from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.models.loading import DTYPES, load_tokenizer, resolve_path
+from prefalign.models.logprobs import unwrap
 from prefalign.rewards.gpm import embed, preference_score
 from prefalign.rewards.inputs import RewardTokenizer, with_extras
 from prefalign.rewards.losses import bradley_terry, gpm_loss, multi_objective_bradley_terry
 from prefalign.rewards.metrics import expected_calibration_error, pair_accuracy
 from prefalign.rewards.model import RewardModel, RewardSpec, backbone_kind, build_reward_model
-from prefalign.training.loop import LoopData, LoopResult, train_loop
+from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
 from prefalign.training.preference import seed_everything, split_by_row
 
 USER_INDEX = "__user_index"
@@ -47,7 +48,7 @@ def pair_margins(model: RewardModel, batch: PairBatch, weights: torch.Tensor | N
     return (chosen - rejected) @ weights.to(chosen)
 
 
-class RewardObjective:
+class RewardObjective(Objective):
     """The loop's objective: the summed per-pair loss, and per-pair accuracy and margin."""
 
     def __init__(self, spec: RewardSpec, margin_column: str | None, center: float,
@@ -62,19 +63,20 @@ class RewardObjective:
         return batch.tokens.num_tokens
 
     def loss(self, model: RewardModel, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = model(batch.tokens)
+        out = model(batch.tokens)  # through a DDP wrapper's forward; its other parts from the module inside
+        inner = unwrap(model)
         chosen, rejected = out[:batch.num_pairs], out[batch.num_pairs:]
         if self.spec.head == "gpm":
-            loss = gpm_loss(embed(chosen), embed(rejected), model.scales())
+            loss = gpm_loss(embed(chosen), embed(rejected), inner.scales())
         elif self.spec.head == "pal":
-            loss = -F.logsigmoid(pair_margins(model, batch, outputs=out))
+            loss = -F.logsigmoid(pair_margins(inner, batch, outputs=out))
         elif self.objective_columns:
             labels = torch.stack([batch.extras[k] for k in self.objective_columns], dim=1).to(chosen)
             loss = multi_objective_bradley_terry(chosen, rejected, labels, self.center)
         else:
             margin = batch.extras[self.margin_column].to(chosen) if self.margin_column else None
             loss = bradley_terry(chosen[:, 0], rejected[:, 0], margin, self.center)
-        margins = pair_margins(model, batch, outputs=out.detach())
+        margins = pair_margins(inner, batch, outputs=out.detach())
         return loss.sum(), {"accuracy": (margins > 0).float() + 0.5 * (margins == 0).float(), "margin": margins}
 
 

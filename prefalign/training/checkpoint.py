@@ -1,13 +1,16 @@
 """Atomic checkpoints (written under a temporary name, then renamed), keep-last-N, exact resume.
 
-A checkpoint holds the trainable parameters (safetensors), the optimizer state (tensors only, read back with
-`weights_only=True`, so nothing is unpickled), the scheduler state and the loop's counters (JSON). The data
-order and the per-step RNG seed are functions of the step, so nothing else is needed to continue exactly."""
+A checkpoint holds the trainable parameters (safetensors), the optimizer state keyed by parameter name
+(tensors only, read back with `weights_only=True`, so nothing is unpickled), the scheduler state and the
+loop's counters with the batch source's state (JSON). Everything is gathered whole, so a checkpoint written
+by N processes (sharded or not) resumes in M. The data order and the per-step RNG seed are functions of the
+step, so nothing else is needed to continue exactly."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,25 +21,30 @@ from prefalign.atomic_files import replace_dir
 PREFIX = "step-"
 
 
-def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, gathered whole on the CPU: the same files at any world size."""
+
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    state: dict
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict, keep_last: int,
-                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
-    """`extra_tensors`: more tensor files (name -> tensors) that belong to the checkpoint, such as the weights
+def save_checkpoint(ckpt_dir: Path, step: int, ckpt: Checkpoint, keep_last: int) -> Path:
+    """`ckpt.tensors`: more tensor files (name -> tensors) that belong to the checkpoint, such as the weights
     of a reference model that training updates."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"{PREFIX}{step:08d}"
     tmp = ckpt_dir / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in _trainable(model).items()}, tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
-    for name, tensors in (extra_tensors or {}).items():
+    save_file({k: v.detach().contiguous().cpu() for k, v in ckpt.trainable.items()}, tmp / "trainable.safetensors")
+    torch.save(ckpt.optimizer, tmp / "optimizer.pt")
+    (tmp / "scheduler.json").write_text(json.dumps(ckpt.scheduler))
+    (tmp / "state.json").write_text(json.dumps({"step": step, **ckpt.state}))
+    for name, tensors in ckpt.tensors.items():
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
     replace_dir(tmp, final)
     for old in list_checkpoints(ckpt_dir)[:-keep_last]:
@@ -50,16 +58,12 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
-    params = _trainable(model)
-    saved = load_file(path / "trainable.safetensors")
-    if set(saved) != set(params):
-        missing = sorted(set(params) ^ set(saved))[:5]
-        raise ValueError(f"checkpoint {path} does not match the model's trainable parameters (e.g. {missing})")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name])
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-    return json.loads((path / "state.json").read_text())
+def read_checkpoint(path: Path, trainable_names: set[str], tensor_files: list[str]) -> Checkpoint:
+    """The checkpoint at `path`, checked against the model's trainable parameter names."""
+    trainable = load_file(path / "trainable.safetensors")
+    if set(trainable) != trainable_names:
+        differ = sorted(trainable_names ^ set(trainable))[:5]
+        raise ValueError(f"checkpoint {path} does not match the model's trainable parameters (e.g. {differ})")
+    return Checkpoint(trainable, torch.load(path / "optimizer.pt", weights_only=True),
+                      json.loads((path / "scheduler.json").read_text()), json.loads((path / "state.json").read_text()),
+                      {name: load_file(path / f"{name}.safetensors") for name in tensor_files})

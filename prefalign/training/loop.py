@@ -1,9 +1,10 @@
 """One plain training loop, shared by every recipe.
 
-Each optimizer step takes `grad_accum` micro-batches. The loss is normalised over the whole effective batch:
-an objective returns the *sum* of its per-unit losses (units are pairs for preference losses, tokens for SFT)
-and the loop divides by the units of all micro-batches of the step, so 1 batch of 8 and 4 micro-batches of 2
-give the same gradient."""
+Each optimizer step takes the micro-batches its batch source hands this process. The loss is normalised over
+the whole effective batch: an objective returns the *sum* of its per-unit losses (units are pairs for
+preference losses, tokens for SFT) and the loop divides by the units of all micro-batches of all processes, so
+1 batch of 8, 4 micro-batches of 2 and 2 processes with 4 each give the same gradient. (Losses whose terms
+couple the examples of a batch, such as KTO's z0 or beta-DPO's batch beta, see one micro-batch at a time.)"""
 
 from __future__ import annotations
 
@@ -17,17 +18,20 @@ from typing import Any, Protocol
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file
 from transformers import get_scheduler
 
 from prefalign.config.schema import TrainerConfig
-from prefalign.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from prefalign.training.data_order import Plan, micro_batches, shuffled_plan
+from prefalign.models.logprobs import unwrap
+from prefalign.training.batch_sources import BatchSource, DatasetSource, StepBatches
+from prefalign.training.checkpoint import Checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
+from prefalign.training.data_order import Plan
+from prefalign.training.distributed import Processes, start_processes, total_norm
 from prefalign.training.metrics import MetricsLog
 
 
 class Objective(Protocol):
-    """What a recipe gives the loop."""
+    """What a recipe gives the loop. The last three are optional capabilities with do-nothing defaults: an
+    objective that has them overrides them."""
 
     def units(self, batch: Any) -> int:
         """How many units (pairs, tokens) the batch's loss sums over."""
@@ -37,6 +41,17 @@ class Objective(Protocol):
 
     def num_tokens(self, batch: Any) -> int:
         """Tokens the forward pass processed (for tokens/s)."""
+
+    def build_modules(self, policy: torch.nn.Module) -> torch.nn.ModuleDict:
+        """Trainable modules of the loss itself (SparsePO's mask), trained and checkpointed with the policy."""
+        return torch.nn.ModuleDict()
+
+    def state_dict(self) -> dict:
+        """Running statistics (BCO, beta-DPO) that a checkpoint keeps."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
 
 
 class Hooks(Protocol):
@@ -57,14 +72,19 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class LoopData:
-    """The training examples, how to batch them and in which order (`plan`: default, shuffle everything each
-    epoch); eval batches are prebuilt."""
+    """What to train on: a batch source, or fixed examples that `collate` batches and `plan` orders (default:
+    shuffle everything each epoch) through a dataset source. Eval batches are prebuilt."""
 
-    examples: Sequence[Any]
-    collate: Callable[[list[Any], list[int]], Any]
+    source: BatchSource | Sequence[Any]
+    collate: Callable[[list[Any], list[int]], Any] | None = None
     eval_batches: list[Any] = field(default_factory=list)
     plan: Plan | None = None
     hooks: Hooks | None = None
+
+    def batch_source(self, cfg: TrainerConfig, processes: Processes) -> BatchSource:
+        if not isinstance(self.source, Sequence):
+            return self.source
+        return DatasetSource(self.source, self.collate, cfg, self.plan, processes.rank, processes.world)
 
 
 @dataclass
@@ -87,31 +107,34 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, n_step
     return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=n_steps)
 
 
-def _mean_metrics(parts: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Mean of each metric over the examples of all micro-batches; a metric with no values (e.g. KTO's
-    undesirable rewards in a batch of desirable examples only) is left out rather than logged as NaN."""
-    keys = parts[0].keys() if parts else []
-    values = {k: torch.cat([p[k].detach().float().reshape(-1) for p in parts if k in p]) for k in keys}
-    return {k: v.mean().item() for k, v in values.items() if v.numel()}
-
-
-def accumulate_gradients(model: torch.nn.Module, objective: Objective,
-                         micro: list[Any]) -> tuple[float, list[dict[str, torch.Tensor]], int]:
-    """Backward over the micro-batches of one step, each loss divided by the units of the whole step.
-    Returns (the step's mean loss, the micro-batches' metrics, tokens processed)."""
-    units = sum(objective.units(b) for b in micro)
+def accumulate_gradients(model: torch.nn.Module, objective: Objective, micro: list[Any] | StepBatches,
+                         processes: Processes | None = None) -> tuple[float, list[dict[str, torch.Tensor]], int]:
+    """Backward over this process's micro-batches of one step, each loss divided by the units of the whole
+    step over all processes (times the world size, which DDP and FSDP average over); gradients are reduced
+    across processes on the last micro-batch only. Returns (the step's mean loss, the counted micro-batches'
+    metrics, tokens processed here)."""
+    processes = processes or start_processes()
+    step = micro if isinstance(micro, StepBatches) else StepBatches(list(micro))
+    counted = step.counted
+    units = processes.sum([sum(objective.units(b) for b in counted)])[0]
     loss_total, parts, tokens = 0.0, [], 0
-    for batch in micro:
-        loss_sum, batch_metrics = objective.loss(model, batch)
-        (loss_sum / units).backward()
-        loss_total += loss_sum.item() / units
-        parts.append(batch_metrics)
-        tokens += objective.num_tokens(batch)
-    return loss_total, parts, tokens
+    for j, batch in enumerate(step.micro):
+        real = j < len(counted)
+        sync = j == len(step.micro) - 1
+        with processes.accumulation(model, sync):
+            loss_sum, batch_metrics = objective.loss(model, batch)
+            (loss_sum * (processes.world / units if real else 0.0)).backward()
+        if real:
+            loss_total += loss_sum.item() / units
+            parts.append(batch_metrics)
+            tokens += objective.num_tokens(batch)
+    return processes.sum([loss_total])[0], parts, tokens
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, objective: Objective, batches: list[Any]) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, objective: Objective, batches: list[Any],
+             processes: Processes | None = None) -> dict[str, float]:
+    """Every process evaluates every batch (a sharded model needs them all in each forward pass)."""
     was_training = model.training
     model.eval()
     total, units, parts = 0.0, 0, []
@@ -121,97 +144,157 @@ def evaluate(model: torch.nn.Module, objective: Objective, batches: list[Any]) -
         units += objective.units(batch)
         parts.append(metrics)
     model.train(was_training)
-    return {"eval/loss": total / max(units, 1), **{f"eval/{k}": v for k, v in _mean_metrics(parts).items()}}
+    means = (processes or start_processes()).mean_metrics(parts)
+    return {"eval/loss": total / max(units, 1), **{f"eval/{k}": v for k, v in means.items()}}
+
+
+@dataclass
+class _Run:
+    """The parts of a run the loop's helpers share."""
+
+    model: torch.nn.Module  # the module forward passes go through (a DDP wrapper, or the model itself)
+    objective: Objective
+    source: BatchSource
+    hooks: Hooks | None
+    loss_modules: torch.nn.ModuleDict
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    processes: Processes
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for p in [*unwrap(self.model).parameters(), *self.loss_modules.parameters()] if p.requires_grad]
+
+
+def _checkpoint(run: _Run, step: int, skipped: int) -> Checkpoint:
+    """Gathered on every process (a collective under FSDP2); only rank 0 writes it."""
+    p = run.processes
+    tensors = {"hooks": run.hooks.state_tensors()} if run.hooks is not None else {}
+    if len(run.loss_modules):
+        tensors["loss_modules"] = run.loss_modules.state_dict()
+    state = {"skipped_steps": skipped, "objective": run.objective.state_dict(), "source": run.source.state_dict(),
+             "world_size": p.world}
+    return Checkpoint(p.trainable_state(run.model), p.optimizer_state(run.model, run.optimizer),
+                      run.scheduler.state_dict(), state, tensors)
+
+
+def _resume(run: _Run, ckpt_dir: Path, n_steps: int, console: Console | None) -> tuple[int, int]:
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        if console:
+            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        return 0, 0
+    names = {n for n, p in unwrap(run.model).named_parameters() if p.requires_grad}
+    files = (["hooks"] if run.hooks is not None else []) + (["loss_modules"] if len(run.loss_modules) else [])
+    ckpt = read_checkpoint(found[-1], names, files)
+    run.processes.load_trainable(run.model, ckpt.trainable)
+    run.processes.load_optimizer(run.model, run.optimizer, ckpt.optimizer)
+    run.scheduler.load_state_dict(ckpt.scheduler)
+    run.objective.load_state_dict(ckpt.state.get("objective", {}))
+    run.source.load_state_dict(ckpt.state.get("source", {}))
+    if run.hooks is not None:
+        run.hooks.load_state_tensors(ckpt.tensors["hooks"])
+    if len(run.loss_modules):
+        run.loss_modules.load_state_dict(ckpt.tensors["loss_modules"])
+    step = ckpt.state["step"]
+    if console:
+        console.print(f"resumed from {found[-1]} (step {step} of {n_steps})")
+    return step, ckpt.state["skipped_steps"]
+
+
+def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str, float], bool]:
+    """One optimizer step over this process's micro-batches; the step is skipped on every process when the
+    loss or the gradient is not finite (both are reduced over processes, so every rank decides alike)."""
+    t0 = time.perf_counter()
+    # A per-step seed makes dropout and sampling in a step independent of where the run resumed.
+    torch.manual_seed(cfg.seed * 1_000_003 + step)
+    batches = run.source.step(step)
+    device = run.processes.device
+    batches = StepBatches([b.to(device) for b in batches.micro], batches.fillers)
+    loss_total, parts, tokens = accumulate_gradients(run.model, run.objective, batches, run.processes)
+    if run.processes.world > 1 and len(run.loss_modules):
+        for p in run.loss_modules.parameters():  # not inside the DDP/FSDP module: averaged here
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+    grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(run.params, max_norm))
+    finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
+    if finite:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    tokens = run.processes.sum([float(tokens)])[0]
+    return {"loss": loss_total, **run.processes.mean_metrics(parts), "grad_norm": grad_norm, "lr": lr,
+            "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}, finite
+
+
+def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig,
+               processes: Processes) -> _Run:
+    source = data.batch_source(cfg, processes)
+    loss_modules = objective.build_modules(unwrap(model)).to(processes.device)
+    forward_model = processes.prepare(model)  # before the optimizer: sharding replaces the parameters
+    params = [p for p in [*unwrap(forward_model).parameters(), *loss_modules.parameters()] if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg, source.num_steps)
+    return _Run(forward_model, objective, source, data.hooks, loss_modules, optimizer, scheduler, processes)
+
+
+def _progress(cfg: TrainerConfig, console: Console | None, main: bool) -> Progress:
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeRemainingColumn(), console=console, disable=not (cfg.progress and main), transient=False)
 
 
 def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig, run_dir: Path,
                resume: bool = False, on_step: Callable[[int, dict], None] | None = None,
-               console: Console | None = None, config_for_sinks: dict | None = None) -> LoopResult:
-    plan = data.plan or shuffled_plan(len(data.examples), cfg.batch_size, cfg.grad_accum, cfg.seed)
-    epoch_steps = {0: plan(0)}  # the current epoch's plan, built once per epoch rather than once per step
-    per_epoch = len(epoch_steps[0])
-    n_steps = cfg.max_steps or cfg.epochs * per_epoch
-    # Losses with trainable parts of their own (SparsePO's mask) train alongside the policy.
-    loss_modules = objective.build_modules(model) if hasattr(objective, "build_modules") else torch.nn.ModuleDict()
-    params = [p for p in [*model.parameters(), *loss_modules.parameters()] if p.requires_grad]
-    optimizer, scheduler = build_optimizer(params, cfg, n_steps)
+               console: Console | None = None, config_for_sinks: dict | None = None,
+               processes: Processes | None = None) -> LoopResult:
+    """Train `model` in place. Under several processes, `model` is wrapped or sharded here; only rank 0
+    writes metrics, checkpoints and progress."""
+    processes = processes or start_processes()
+    main = processes.is_main
+    console = console if main else None
+    run = _build_run(model, objective, data, cfg, processes)
+    n_steps = run.source.num_steps
     ckpt_dir = run_dir / "checkpoints"
-    step, skipped, bad_in_a_row = 0, 0, 0
-    if resume:
-        found = list_checkpoints(ckpt_dir)
-        if found:
-            state = load_checkpoint(found[-1], model, optimizer, scheduler)
-            step, skipped = state["step"], state["skipped_steps"]
-            if hasattr(objective, "load_state_dict"):
-                objective.load_state_dict(state.get("objective", {}))
-            if data.hooks is not None:
-                data.hooks.load_state_tensors(load_file(found[-1] / "hooks.safetensors"))
-            if len(loss_modules):
-                loss_modules.load_state_dict(load_file(found[-1] / "loss_modules.safetensors"))
-            if console:
-                console.print(f"resumed from {found[-1]} (step {step} of {n_steps})")
-        elif console:
-            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
-    log = MetricsLog(run_dir, cfg.sinks, step, cfg.wandb_project, config_for_sinks)
+    step, skipped = _resume(run, ckpt_dir, n_steps, console) if resume else (0, 0)
+    bad_in_a_row = 0
+    log = MetricsLog(run_dir, cfg.sinks, step, cfg.wandb_project, config_for_sinks) if main else None
+    eval_batches = [b.to(processes.device) for b in data.eval_batches]
     model.train()
     metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     start = time.perf_counter()
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeRemainingColumn(), console=console, disable=not cfg.progress, transient=False)
     try:
-        with progress:
+        with _progress(cfg, console, main) as progress:
             task = progress.add_task("train", total=n_steps, completed=step, info="")
             while step < n_steps:
-                t0 = time.perf_counter()
-                # A per-step seed makes dropout and sampling in a step independent of where the run resumed.
-                torch.manual_seed(cfg.seed * 1_000_003 + step)
-                epoch, position = divmod(step, per_epoch)
-                if epoch not in epoch_steps:
-                    epoch_steps = {epoch: plan(epoch)}
-                micro = [data.collate([data.examples[i] for i in idx], idx)
-                         for idx in micro_batches(epoch_steps[epoch][position], cfg.batch_size)]
-                loss_total, parts, tokens = accumulate_gradients(model, objective, micro)
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
-                finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
-                if finite:
-                    optimizer.step()
-                    bad_in_a_row = 0
-                else:
-                    skipped += 1
-                    bad_in_a_row += 1
-                optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
+                metrics, finite = _optimizer_step(run, cfg, step)
+                skipped, bad_in_a_row = (skipped, 0) if finite else (skipped + 1, bad_in_a_row + 1)
                 step += 1
-                metrics = {"loss": loss_total, **_mean_metrics(parts), "grad_norm": grad_norm, "lr": lr,
-                           "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
-                           "skipped_steps": skipped}
+                metrics |= {"skipped_steps": skipped, "world_size": processes.world}
                 if data.hooks is not None:
-                    metrics |= data.hooks.after_step(model, step)
+                    metrics |= data.hooks.after_step(unwrap(run.model), step)
                 if bad_in_a_row >= cfg.max_bad_steps:
                     raise TrainingDiverged(
                         f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss or gradient "
-                        f"(loss={loss_total}, grad_norm={grad_norm}); lower trainer.lr or check the data")
-                evaluated = bool(data.eval_batches) and ((cfg.eval_every and step % cfg.eval_every == 0) or step == n_steps)
+                        f"(loss={metrics['loss']}, grad_norm={metrics['grad_norm']}); lower trainer.lr or check the data")
+                evaluated = bool(eval_batches) and ((cfg.eval_every and step % cfg.eval_every == 0) or step == n_steps)
                 if evaluated:
-                    eval_metrics = evaluate(model, objective, data.eval_batches)
+                    eval_metrics = evaluate(run.model, objective, eval_batches, processes)
                     metrics.update(eval_metrics)
-                if step % cfg.log_every == 0 or step == n_steps or evaluated:
+                if log is not None and (step % cfg.log_every == 0 or step == n_steps or evaluated):
                     log.write(step, metrics)
                 if cfg.save_every and (step % cfg.save_every == 0 or step == n_steps):
-                    objective_state = objective.state_dict() if hasattr(objective, "state_dict") else {}
-                    tensors = {"hooks": data.hooks.state_tensors()} if data.hooks is not None else {}
-                    if len(loss_modules):
-                        tensors["loss_modules"] = loss_modules.state_dict()
-                    save_checkpoint(ckpt_dir, step, model, optimizer, scheduler,
-                                    {"skipped_steps": skipped, "objective": objective_state}, cfg.keep_last, tensors)
-                info = f"loss {loss_total:.4f}" + (f" acc {metrics['rewards/accuracies']:.2f}"
-                                                    if "rewards/accuracies" in metrics else "")
+                    ckpt = _checkpoint(run, step, skipped)
+                    if main:
+                        save_checkpoint(ckpt_dir, step, ckpt, cfg.keep_last)
+                    processes.barrier()
+                info = f"loss {metrics['loss']:.4f}" + (f" acc {metrics['rewards/accuracies']:.2f}"
+                                                        if "rewards/accuracies" in metrics else "")
                 progress.update(task, completed=step, info=info)
                 if on_step is not None:
                     on_step(step, metrics)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return LoopResult(step, skipped, time.perf_counter() - start, metrics, eval_metrics)

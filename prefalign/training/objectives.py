@@ -12,9 +12,10 @@ from prefalign.losses.inputs import ListLogps, PairLogps, UnpairedLogps
 from prefalign.losses.registry import BoundLoss, combined_needs
 from prefalign.models.logprobs import SequenceLogps, sequence_logps
 from prefalign.models.reference import Reference
+from prefalign.training.loop import Objective
 
 
-class LossObjective:
+class LossObjective(Objective):
     """What the three objectives share: the weighted sum of terms, their metrics and their state."""
 
     def __init__(self, losses: list[BoundLoss], reference: Reference | None, logp_chunk: int | None = None) -> None:

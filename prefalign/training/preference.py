@@ -49,6 +49,7 @@ from prefalign.models.reference_cache import (
     save_cached,
 )
 from prefalign.training.data_order import stage_end_steps, staged_plan, steps_per_epoch
+from prefalign.training.distributed import Processes, main_first, start_processes
 from prefalign.training.export import export_run
 from prefalign.training.loop import LoopData, LoopResult, train_loop
 from prefalign.training.objectives import OBJECTIVES
@@ -131,7 +132,10 @@ def check_columns(losses: list[BoundLoss], pairs: list[TokenizedPair]) -> None:
 
 
 def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[BoundLoss],
-                    all_batches: Callable[[], list], examples: list, console: Console | None = None) -> Reference | None:
+                    all_batches: Callable[[], list], examples: list, processes: Processes,
+                    console: Console | None = None) -> Reference | None:
+    """The reference, on the policy's device and sharded like it. A precomputed table is computed by every
+    process (a sharded reference needs them all in each forward pass) and cached by rank 0."""
     if not any(t.spec.needs_reference for t in losses):
         return None
     kind = cfg.reference.kind
@@ -166,10 +170,12 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
         frozen = FrozenCopyReference(load_causal_lm(cfg.model, cfg.reference.name_or_path))
     else:
         frozen = FrozenCopyReference.copy_of(policy)
+    processes.prepare_frozen(frozen.model)
     if kind == "copy":
         return frozen
-    table = PrecomputedReference.compute(frozen, all_batches(), len(examples))
-    if key is not None:
+    device = processes.device
+    table = PrecomputedReference.compute(frozen, (b.to(device) for b in all_batches()), len(examples))
+    if key is not None and processes.is_main:
         save_cached(cache_dir, key, table)
     return table
 
@@ -183,18 +189,22 @@ class PreferenceRun:
     loop: LoopResult
     outputs: dict[str, Path]
     data: PreparedData
+    main: bool = True  # rank 0 of a multi-process run, or the only process
 
 
 def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | None = None,
                      on_step: Callable[[int, dict], None] | None = None) -> PreferenceRun:
-    console = console or Console()
+    processes = start_processes(cfg.distributed)
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"world_size": processes.world})})
+    console = (console or Console()) if processes.is_main else Console(quiet=True)
     run_dir = Path(cfg.trainer.output_dir)
     seed_everything(cfg.trainer.seed)
     if cfg.data.train == "toy":
         from prefalign.toy.preference_data import write_toy_pairs
 
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"train": str(write_toy_pairs(run_dir / "data", seed=cfg.trainer.seed))})})
+        with main_first(processes):
+            toy_file = write_toy_pairs(run_dir / "data", seed=cfg.trainer.seed)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(toy_file)})})
     losses = build_losses(cfg.loss)
     kind = loss_kind(losses)
     tokenizer = load_tokenizer(cfg.model)
@@ -203,9 +213,11 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
         console.print(f"data: {line}", markup=False)
     console.print(f"data: format {data.format} read as {kind} examples: {len(data.train)} for training, "
                   f"{len(data.eval)} held out; {data.truncated} truncated to {cfg.data.max_length} tokens")
+    if processes.world > 1:
+        console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}")
     if kind == "pairwise":
         check_columns(losses, data.train + data.eval)
-    policy = load_policy(cfg.model)
+    policy = load_policy(cfg.model).to(processes.device)
     pad = tokenizer.pad_token_id
     everything = data.train + data.eval
     size = cfg.trainer.eval_batch_size
@@ -214,28 +226,32 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
     with precision_context(cfg.engine, policy):
         reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
-                                    everything, console)
+                                    everything, processes, console)
     if cfg.engine.compile:
         compile_decoder(policy)
         if isinstance(reference, FrozenCopyReference):
             compile_decoder(reference.model)
     # Held-out examples are indexed after the training ones, as in the precomputed reference table.
     eval_batches = fixed_batches(data.eval, size, pad, first_index=len(data.train), collate=collate)
-    plan, hooks = build_schedule(cfg, data.train, reference, kind)
+    plan, hooks = build_schedule(cfg, data.train, reference, kind, processes.strategy)
     loop_data = LoopData(data.train, partial(_collate_with_pad, collate, pad), eval_batches, plan, hooks)
     objective = OBJECTIVES[kind](losses, reference, cfg.engine.logp_chunk)
     resolved = cfg.model_dump(mode="json")
-    # Written now as well as at export, so that checkpoints of an unfinished run can be loaded for evaluation.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    if processes.is_main:
+        # Written now as well as at export, so that checkpoints of an unfinished run can be loaded for evaluation.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     with precision_context(cfg.engine, policy):
         result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
-                            console=console, config_for_sinks=resolved)
-    outputs = export_run(policy, tokenizer, run_dir, resolved)
-    return PreferenceRun(run_dir, result, outputs, data)
+                            console=console, config_for_sinks=resolved, processes=processes)
+    whole = processes.consolidated(policy, lambda: load_policy(cfg.model))
+    outputs = export_run(whole, tokenizer, run_dir, resolved) if whole is not None and processes.is_main else {}
+    processes.barrier()
+    return PreferenceRun(run_dir, result, outputs, data, processes.is_main)
 
 
-def build_schedule(cfg: TrainConfig, train: list, reference: Reference | None, kind: str) -> tuple:
+def build_schedule(cfg: TrainConfig, train: list, reference: Reference | None, kind: str,
+                   strategy: str = "single") -> tuple:
     """The data plan (None: shuffle everything) and the reference-update hooks (None: a fixed reference)."""
     sched, t = cfg.schedule, cfg.trainer
     stages = None
@@ -251,6 +267,9 @@ def build_schedule(cfg: TrainConfig, train: list, reference: Reference | None, k
         return plan, None
     if not isinstance(reference, FrozenCopyReference) or cfg.model.lora:
         raise ValueError("schedules that update the reference need reference.kind=copy on a full (non-LoRA) model")
+    if strategy == "fsdp2":
+        raise ValueError("schedules that update the reference run in one process or with DDP; "
+                         "distributed.strategy=fsdp2 does not checkpoint a sharded reference yet")
     ends = stage_end_steps(stages, t.batch_size, t.grad_accum) if stages else []
     per_epoch = ends[-1] if ends else steps_per_epoch(len(train), t.batch_size, t.grad_accum)
     return plan, ReferenceUpdates(reference, sched, ends, per_epoch)

@@ -12,10 +12,10 @@ from prefalign.config.schema import TrainerConfig
 from prefalign.data.collate import TokenBatch, pad_sequences
 from prefalign.data.tokenize import TokenizedCompletion
 from prefalign.models.logprobs import token_logps
-from prefalign.training.loop import LoopData, LoopResult, train_loop
+from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
 
 
-class SFTObjective:
+class SFTObjective(Objective):
     def units(self, batch: TokenBatch) -> int:
         return int(batch.completion_mask[:, 1:].sum())
 

@@ -1,0 +1,126 @@
+"""Several processes: the data split across ranks, and DDP / FSDP2 runs under torchrun (gloo, CPU) that equal
+one process at the same global batch, resume exactly, and whose checkpoints load in one process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from prefalign.config import TrainConfig, TrainerConfig
+from prefalign.training.batch_sources import DatasetSource, rank_shares, split_step
+from prefalign.training.metrics import read_metrics
+from prefalign.training.preference import train_preference
+
+from .conftest import PAIRS, write_jsonl
+
+
+def test_rank_shares_partition_the_step():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 4):
+            shares = rank_shares(list(range(n)), world)
+            assert sum(shares, []) == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_every_rank_runs_as_many_micro_batches_with_fillers_counted_zero():
+    # 5 examples on 2 ranks in micro-batches of 2: rank 0 has [0, 1] [2], rank 1 has [3, 4] and a filler.
+    assert split_step([0, 1, 2, 3, 4], 2, 0, 2) == ([[0, 1], [2]], 0)
+    assert split_step([0, 1, 2, 3, 4], 2, 1, 2) == ([[3, 4], [3]], 1)
+    # A step smaller than the world: the empty rank computes a filler so that collectives stay in step.
+    assert split_step([7], 4, 1, 2) == ([[7]], 1)
+
+
+def test_dataset_source_ranks_partition_every_step_before_and_after_resume():
+    cfg = TrainerConfig(batch_size=3, grad_accum=2, micro_batch_size=2, max_steps=9, seed=5)
+    examples = list(range(20))
+
+    def seen(rank, world, steps):
+        source = DatasetSource(examples, lambda items, idx: idx, cfg, rank=rank, world=world)
+        return {k: sum(source.step(k).counted, []) for k in steps}
+
+    one = seen(0, 1, range(9))
+    for world in (2, 3):
+        # A fresh source per rank asked only for steps 4.. stands for a resumed run.
+        for steps in (range(9), range(4, 9)):
+            parts = [seen(r, world, steps) for r in range(world)]
+            for k in steps:
+                assert sum((p[k] for p in parts), []) == one[k]
+
+
+# -- real processes ---------------------------------------------------------------------------------------
+
+STEPS = 5
+
+
+@pytest.fixture
+def many_pairs(tmp_path):
+    rows = [dict(r, prompt=f"{r['prompt']} ({i})") for i in range(3) for r in PAIRS]
+    return write_jsonl(tmp_path / "pairs24.jsonl", rows)
+
+
+def _config(model_dir, data, out, **trainer) -> TrainConfig:
+    t = dict(output_dir=str(out), batch_size=4, grad_accum=2, micro_batch_size=2, max_steps=STEPS, lr=1e-3,
+             progress=False, seed=3, schedule="constant") | trainer
+    return TrainConfig.model_validate({"model": {"name_or_path": str(model_dir)},
+                                       "data": {"train": str(data), "eval_fraction": 0.0, "max_length": 64},
+                                       "loss": [{"name": "dpo", "beta": 0.1}], "trainer": t})
+
+
+def _torchrun(cfg: TrainConfig, tmp_path, *args: str, strategy: str = "ddp") -> subprocess.CompletedProcess:
+    path = tmp_path / f"{os.path.basename(cfg.trainer.output_dir)}.yaml"
+    raw = cfg.model_dump(mode="json")
+    raw["distributed"]["strategy"] = strategy
+    path.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "prefalign.cli.main", "train", "-c", str(path), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _assert_same_run(a, b, steps=STEPS):
+    la, lb = read_metrics(a), read_metrics(b)
+    assert [m["step"] for m in la] == [m["step"] for m in lb] == list(range(1, steps + 1))
+    for x, y in zip(la, lb):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+        assert x["rewards/accuracies"] == pytest.approx(y["rewards/accuracies"], abs=1e-6)
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)
+
+
+@pytest.fixture
+def one_process_run(tiny_model_dir, many_pairs, tmp_path):
+    return train_preference(_config(tiny_model_dir, many_pairs, tmp_path / "one")).run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_equal_one(tiny_model_dir, many_pairs, tmp_path, one_process_run, strategy):
+    out = tmp_path / strategy
+    _torchrun(_config(tiny_model_dir, many_pairs, out), tmp_path, strategy=strategy)
+    _assert_same_run(one_process_run, out)
+    logged = read_metrics(out)
+    assert {m["world_size"] for m in logged} == {2}
+    assert yaml.safe_load((out / "config.yaml").read_text())["distributed"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_resume_and_a_sharded_checkpoint_resumed_in_one_process(tiny_model_dir, many_pairs, tmp_path,
+                                                                             one_process_run):
+    # DDP: stop after step 3 (its checkpoint), resume in 2 processes to step 5.
+    ddp = tmp_path / "ddp-resumed"
+    _torchrun(_config(tiny_model_dir, many_pairs, ddp, max_steps=3, save_every=3), tmp_path)
+    _torchrun(_config(tiny_model_dir, many_pairs, ddp, save_every=3), tmp_path, "--resume")
+    _assert_same_run(one_process_run, ddp)
+    # FSDP2: the checkpoint written by 2 sharded processes continues in one plain process.
+    fsdp = tmp_path / "fsdp-then-one"
+    _torchrun(_config(tiny_model_dir, many_pairs, fsdp, max_steps=3, save_every=3), tmp_path, strategy="fsdp2")
+    assert (fsdp / "checkpoints" / "step-00000003" / "trainable.safetensors").exists()
+    train_preference(_config(tiny_model_dir, many_pairs, fsdp), resume=True)
+    _assert_same_run(one_process_run, fsdp)
