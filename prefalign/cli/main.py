@@ -84,6 +84,24 @@ def train(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 @app.command()
 @friendly_errors
+def online(config: ConfigOpt = None, overrides: OverridesArg = None,
+           resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")] = False) -> None:
+    """Online preference optimisation: sample from the current policy, score, learn from the pairs (online DPO).
+
+    Writes trainer.output_dir/{rollouts.jsonl, metrics.jsonl, checkpoints/, model/, config.yaml}.
+    Example: prefalign online -c examples/online_dpo.yaml online.scorer=noisy_gold trainer.max_steps=50"""
+    from prefalign.config.schema import OnlineTrainConfig
+    from prefalign.online.recipe import train_online
+
+    cfg = load_config(config, overrides or [], schema=OnlineTrainConfig)
+    run = train_online(cfg, resume=resume, console=console)
+    if run.main:
+        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
+                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+
+
+@app.command()
+@friendly_errors
 def quickstart(out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/quickstart"),
                seed: int = 0,
                steps: Annotated[int, typer.Option(help="DPO optimizer steps")] = 400,
@@ -183,7 +201,8 @@ def rm_train(config: ConfigOpt = None, overrides: OverridesArg = None,
 
     cfg = load_config(config, overrides or [], schema=RewardTrainConfig)
     run = train_reward_model(cfg, resume=resume, console=console)
-    console.print(f"done: {run.loop.steps} steps; {run.model_dir}; held out: {json.dumps(run.eval)}")
+    if run.eval:  # rank 0 (the others return no summary)
+        console.print(f"done: {run.loop.steps} steps; {run.model_dir}; held out: {json.dumps(run.eval)}")
 
 
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the figures here, and an HTML "
@@ -311,20 +330,14 @@ def _eval_prompts(source: str, n: int, seed: int) -> list[str]:
     """`toy`: n held-out toy prompts; otherwise a file or dataset with a string `prompt` field."""
     import random
 
-    from prefalign.data.readers import read_records
+    from prefalign.data.prompts import read_prompts
 
     if source == "toy":
         from prefalign.toy.world import split_prompts
 
         held_out = split_prompts()[1]
         return random.Random(seed).sample(held_out, min(n, len(held_out)))
-    prompts = []
-    for record in read_records(source, "train"):
-        prompt = record.fields.get("prompt")
-        if not isinstance(prompt, str):
-            raise ValueError(f"{record.ref}, field 'prompt': expected a string")
-        prompts.append(prompt)
-    return prompts[:n]
+    return read_prompts(source)[:n]
 
 
 def _policies(specs: list[str]) -> dict[str, str]:
@@ -494,6 +507,21 @@ def config_show(config: ConfigOpt = None, overrides: OverridesArg = None) -> Non
 
     cfg = load_config(config, overrides or [])
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), markup=False, highlight=False)
+
+
+@config_app.command("accelerate")
+@friendly_errors
+def config_accelerate(name: Annotated[Optional[str], typer.Argument(help="a shipped file's name, e.g. fsdp2_8gpu")] = None) -> None:
+    """The accelerate config files prefalign ships (or the path of one), for `accelerate launch --config_file`."""
+    folder = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+    shipped = sorted(p.stem for p in folder.glob("*.yaml"))
+    if name is None:
+        for stem in shipped:
+            console.print(str(folder / f"{stem}.yaml"), markup=False, highlight=False)
+        return
+    if name.removesuffix(".yaml") not in shipped:
+        raise ValueError(f"no accelerate config named {name!r}; shipped: {', '.join(shipped)}")
+    console.print(str(folder / f"{name.removesuffix('.yaml')}.yaml"), markup=False, highlight=False)
 
 
 @toy_app.command("build-base")

@@ -220,3 +220,30 @@ class RewardTrainConfig(Strict):
     trainer: TrainerConfig = TrainerConfig(output_dir="runs/reward", lr=1e-4, batch_size=16)
     engine: EngineConfig = EngineConfig()
     distributed: DistributedConfig = DistributedConfig()
+
+
+class OnlineConfig(Strict):
+    """Online preference optimisation (`prefalign online`): the policy samples, a scorer labels, the loss
+    learns from pairs of the policy's own samples (prefalign/online/rollouts.py).
+
+    A round every `generate_every` steps: the next prompts, `samples` completions each from the current
+    policy (temperature only: no top-k/top-p, so samples are the policy's own distribution), scored by
+    `scorer`, paired by `pairs`. trainer.batch_size x trainer.grad_accum pairs make a step."""
+
+    prompts: str = Field("toy", description="toy (the toy training prompts), toy-arithmetic, or a file with a "
+                                            "`prompt` field (jsonl/json/csv/parquet)")
+    samples: int = Field(4, ge=2, description="completions sampled per prompt")
+    generate_every: int = Field(1, gt=0, description="optimizer steps trained on each round's pairs")
+    pairs: Literal["best_vs_worst", "all_pairs"] = "best_vs_worst"
+    scorer: str = Field("gold", description="gold, noisy_gold, verifier, or rm:FOLDER (a saved reward model)")
+    noise: float = Field(0.5, ge=0, description="noisy_gold: the annotator's noise (std of the score)")
+    max_new_tokens: int = Field(48, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    generation_batch_size: int = Field(64, gt=0, description="sequences per generate call")
+
+
+class OnlineTrainConfig(TrainConfig):
+    """`prefalign online`: the policy, reference, losses, trainer and engine as for `train`, plus `online`."""
+
+    online: OnlineConfig = OnlineConfig()
+    trainer: TrainerConfig = TrainerConfig(output_dir="runs/online", max_steps=100, lr=1e-4, batch_size=16)

@@ -27,6 +27,7 @@ from prefalign.rewards.inputs import RewardTokenizer, with_extras
 from prefalign.rewards.losses import bradley_terry, gpm_loss, multi_objective_bradley_terry
 from prefalign.rewards.metrics import expected_calibration_error, pair_accuracy
 from prefalign.rewards.model import RewardModel, RewardSpec, backbone_kind, build_reward_model
+from prefalign.training.distributed import start_processes
 from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
 from prefalign.training.preference import seed_everything, split_by_row
 
@@ -139,6 +140,11 @@ def batch_margins(model: RewardModel, batches: list[PairBatch], weights: torch.T
 def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None) -> RewardRun:
     if cfg.model.lora is not None:
         raise ValueError("model.lora: reward models train the full backbone for now; remove model.lora")
+    processes = start_processes(cfg.distributed, cfg.engine.autocast)
+    if processes.strategy == "fsdp2":
+        raise ValueError("reward models train in one process or with DDP (distributed.strategy: ddp); "
+                         "FSDP2 shards causal LMs only for now")
+    console = console if processes.is_main else None
     seed_everything(cfg.trainer.seed)
     path = resolve_path(cfg.model.name_or_path)
     kind = backbone_kind(path, cfg.model.trust_remote_code) if cfg.reward.backbone == "auto" else cfg.reward.backbone
@@ -149,7 +155,7 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     spec = RewardSpec(kind, r.head, r.objectives or ["reward"], r.dim if r.head != "scalar" else 0,
                       r.prototypes if r.head == "pal" else 0, users)
     model = build_reward_model(path, spec, DTYPES[cfg.model.dtype], cfg.model.trust_remote_code,
-                               cfg.model.attn_implementation)
+                               cfg.model.attn_implementation).to(processes.device)
     if cfg.model.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     packed = cfg.engine.packed and kind == "decoder"
@@ -158,18 +164,23 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     collate = partial(collate_pairs, pad_id=tok.pad_id, packed=packed)
     run_dir = Path(cfg.trainer.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.json", cfg.model_dump_json(indent=2))
+    if processes.is_main:
+        write_text_atomic(run_dir / "config.json", cfg.model_dump_json(indent=2))
     if console:
         console.print(f"reward model: {kind} backbone {cfg.model.name_or_path}, head {r.head}; "
                       f"{len(train)} training pairs, {len(held)} held out")
     objective = RewardObjective(spec, r.margin_column, r.center, r.objectives)
     loop = train_loop(model, objective, LoopData(train, collate, eval_batches), cfg.trainer, run_dir, resume=resume,
-                      console=console)
+                      console=console, processes=processes)
+    if not processes.is_main:
+        processes.barrier()
+        return RewardRun(run_dir, run_dir / "reward_model", loop, {})
     model_dir = model.save(run_dir / "reward_model")
     tokenizer.save_pretrained(model_dir / "backbone")
-    margins = batch_margins(model, eval_batches)
+    margins = batch_margins(model, [b.to(processes.device) for b in eval_batches])
     summary = {"pairs_train": len(train), "pairs_held_out": len(held), "steps": loop.steps}
     if len(margins):
         summary |= {"held_out_accuracy": pair_accuracy(margins), "held_out_ece": expected_calibration_error(margins)}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+    processes.barrier()
     return RewardRun(run_dir, model_dir, loop, summary)

@@ -34,17 +34,24 @@ class StepBatches:
 
 
 class BatchSource(Protocol):
-    """Hands the loop each step's micro-batches. `num_steps`: the optimizer steps the run makes."""
+    """Hands the loop each step's micro-batches. `num_steps`: the optimizer steps the run makes. `metrics`
+    and the state are optional capabilities with do-nothing defaults."""
 
     num_steps: int
 
     def step(self, step: int) -> StepBatches:
         """This process's micro-batches of optimizer step `step` (0-based)."""
 
-    def state_dict(self) -> dict:
-        """JSON-serialisable state that a resumed run needs (a prompt cursor, an RNG, a buffer)."""
+    def metrics(self) -> dict[str, float]:
+        """What the source did for the last step (samples drawn, scorer calls, seconds), to log."""
+        return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def state_dict(self) -> dict:
+        """JSON-serialisable state that a resumed run needs (a prompt cursor, counters, a buffer)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
 
 
 def rank_shares(indices: list[int], world: int) -> list[list[int]]:
@@ -70,7 +77,7 @@ def split_step(indices: list[int], micro_size: int, rank: int, world: int) -> tu
     return micro + [filler] * fillers, fillers
 
 
-class DatasetSource:
+class DatasetSource(BatchSource):
     """A fixed dataset walked through a plan, epoch after epoch. The plan is a pure function of (seed, epoch),
     so the state is only the step the loop asks for: nothing else to save."""
 
@@ -94,9 +101,3 @@ class DatasetSource:
     def step(self, step: int) -> StepBatches:
         micro, fillers = split_step(self.step_indices(step), self.micro_size, self.rank, self.world)
         return StepBatches([self.collate([self.examples[i] for i in idx], idx) for idx in micro], fillers)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

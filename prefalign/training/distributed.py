@@ -147,9 +147,11 @@ class Processes:
             full = {n: p.detach().cpu() for n, p in model.named_parameters()}
         return {n: t.contiguous() for n, t in full.items() if n in names}
 
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        """The optimizer state keyed by parameter name, whole on the CPU: the same file at any world size."""
-        return get_optimizer_state_dict(unwrap(model), optimizer, options=FULL)
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        loss_modules: torch.nn.Module) -> dict:
+        """The optimizer state keyed by parameter name (`model.*`, `loss_modules.*`), whole on the CPU: the
+        same file at any world size."""
+        return get_optimizer_state_dict(_trained(model, loss_modules), optimizer, options=FULL)
 
     def load_trainable(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         model = unwrap(model)
@@ -161,8 +163,10 @@ class Processes:
             for name, tensor in tensors.items():
                 params[name].copy_(tensor)
 
-    def load_optimizer(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        set_optimizer_state_dict(unwrap(model), optimizer, state, options=StateDictOptions(full_state_dict=True))
+    def load_optimizer(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_modules: torch.nn.Module,
+                       state: dict) -> None:
+        set_optimizer_state_dict(_trained(model, loss_modules), optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True))
 
     def consolidated(self, model: torch.nn.Module, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
         """The trained model as one whole module for export: the model itself unless sharded; under FSDP2 a
@@ -176,6 +180,11 @@ class Processes:
         whole = build()
         whole.load_state_dict(full)
         return whole
+
+
+def _trained(model: torch.nn.Module, loss_modules: torch.nn.Module) -> torch.nn.Module:
+    """Everything the optimizer updates under one module, so that its state is named by parameter."""
+    return torch.nn.ModuleDict({"model": unwrap(model), "loss_modules": loss_modules})
 
 
 def shard(model: torch.nn.Module) -> None:
@@ -201,15 +210,20 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(unwrap(model), FSDPModule)
 
 
-def start_processes(cfg: DistributedConfig | None = None) -> Processes:
+def start_processes(cfg: DistributedConfig | None = None, autocast: str = "off") -> Processes:
     """This process's Processes: reads the launcher's environment (torchrun, accelerate launch); one plain
-    process otherwise."""
+    process otherwise. Mixed precision is `engine.autocast` (`autocast`), never accelerate's own setting, so
+    an accelerate config that asks for it must agree."""
     cfg = cfg or DistributedConfig()
     asked = _accelerate_asks_for()
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher_precision not in ("no", autocast):
+        raise ValueError(f"the accelerate config asks for mixed_precision {launcher_precision}, but engine.autocast is "
+                         f"{autocast}; set engine.autocast (off or bf16) and mixed_precision: 'no' in the accelerate config")
     if asked == "deepspeed":
         raise ValueError("the accelerate config asks for DeepSpeed, which prefalign does not drive yet; "
                          "use distributed.strategy: ddp or fsdp2 (see docs/scaling.md)")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     world = accelerator.num_processes
     strategy = cfg.strategy
     if strategy == "auto":

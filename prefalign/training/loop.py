@@ -174,7 +174,7 @@ def _checkpoint(run: _Run, step: int, skipped: int) -> Checkpoint:
         tensors["loss_modules"] = run.loss_modules.state_dict()
     state = {"skipped_steps": skipped, "objective": run.objective.state_dict(), "source": run.source.state_dict(),
              "world_size": p.world}
-    return Checkpoint(p.trainable_state(run.model), p.optimizer_state(run.model, run.optimizer),
+    return Checkpoint(p.trainable_state(run.model), p.optimizer_state(run.model, run.optimizer, run.loss_modules),
                       run.scheduler.state_dict(), state, tensors)
 
 
@@ -188,7 +188,7 @@ def _resume(run: _Run, ckpt_dir: Path, n_steps: int, console: Console | None) ->
     files = (["hooks"] if run.hooks is not None else []) + (["loss_modules"] if len(run.loss_modules) else [])
     ckpt = read_checkpoint(found[-1], names, files)
     run.processes.load_trainable(run.model, ckpt.trainable)
-    run.processes.load_optimizer(run.model, run.optimizer, ckpt.optimizer)
+    run.processes.load_optimizer(run.model, run.optimizer, run.loss_modules, ckpt.optimizer)
     run.scheduler.load_state_dict(ckpt.scheduler)
     run.objective.load_state_dict(ckpt.state.get("objective", {}))
     run.source.load_state_dict(ckpt.state.get("source", {}))
@@ -205,10 +205,11 @@ def _resume(run: _Run, ckpt_dir: Path, n_steps: int, console: Console | None) ->
 def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str, float], bool]:
     """One optimizer step over this process's micro-batches; the step is skipped on every process when the
     loss or the gradient is not finite (both are reduced over processes, so every rank decides alike)."""
-    t0 = time.perf_counter()
+    fetch = time.perf_counter()
     # A per-step seed makes dropout and sampling in a step independent of where the run resumed.
     torch.manual_seed(cfg.seed * 1_000_003 + step)
     batches = run.source.step(step)
+    t0 = time.perf_counter()
     device = run.processes.device
     batches = StepBatches([b.to(device) for b in batches.micro], batches.fillers)
     loss_total, parts, tokens = accumulate_gradients(run.model, run.objective, batches, run.processes)
@@ -225,8 +226,10 @@ def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str,
     lr = run.scheduler.get_last_lr()[0]
     run.scheduler.step()
     tokens = run.processes.sum([float(tokens)])[0]
+    train_s = time.perf_counter() - t0
     return {"loss": loss_total, **run.processes.mean_metrics(parts), "grad_norm": grad_norm, "lr": lr,
-            "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}, finite
+            "tokens_per_s": tokens / max(train_s, 1e-9), "time/batches": t0 - fetch, "time/train": train_s,
+            **run.source.metrics()}, finite
 
 
 def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig,

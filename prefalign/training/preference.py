@@ -192,13 +192,41 @@ class PreferenceRun:
     main: bool = True  # rank 0 of a multi-process run, or the only process
 
 
-def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | None = None,
-                     on_step: Callable[[int, dict], None] | None = None) -> PreferenceRun:
-    processes = start_processes(cfg.distributed)
+def start_run(cfg: TrainConfig, console: Console | None) -> tuple[TrainConfig, Processes, Console]:
+    """This process's place in the run (its world size recorded in the config), a console that only rank 0
+    prints to, and the seeds set."""
+    processes = start_processes(cfg.distributed, cfg.engine.autocast)
     cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"world_size": processes.world})})
     console = (console or Console()) if processes.is_main else Console(quiet=True)
-    run_dir = Path(cfg.trainer.output_dir)
+    if processes.world > 1:
+        console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}")
     seed_everything(cfg.trainer.seed)
+    return cfg, processes, console
+
+
+def train_and_export(policy: torch.nn.Module, tokenizer: object, objective: object, loop_data: LoopData,
+                     cfg: TrainConfig, processes: Processes, resume: bool, console: Console,
+                     on_step: Callable[[int, dict], None] | None) -> tuple[LoopResult, dict[str, Path]]:
+    """config.yaml, the loop, then model/ (and adapter/) written by rank 0 from the whole model."""
+    run_dir = Path(cfg.trainer.output_dir)
+    resolved = cfg.model_dump(mode="json")
+    if processes.is_main:
+        # Written now as well as at export, so that checkpoints of an unfinished run can be loaded for evaluation.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    with precision_context(cfg.engine, policy):
+        result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
+                            console=console, config_for_sinks=resolved, processes=processes)
+    whole = processes.consolidated(policy, lambda: load_policy(cfg.model))
+    outputs = export_run(whole, tokenizer, run_dir, resolved) if whole is not None and processes.is_main else {}
+    processes.barrier()
+    return result, outputs
+
+
+def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | None = None,
+                     on_step: Callable[[int, dict], None] | None = None) -> PreferenceRun:
+    cfg, processes, console = start_run(cfg, console)
+    run_dir = Path(cfg.trainer.output_dir)
     if cfg.data.train == "toy":
         from prefalign.toy.preference_data import write_toy_pairs
 
@@ -213,8 +241,6 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
         console.print(f"data: {line}", markup=False)
     console.print(f"data: format {data.format} read as {kind} examples: {len(data.train)} for training, "
                   f"{len(data.eval)} held out; {data.truncated} truncated to {cfg.data.max_length} tokens")
-    if processes.world > 1:
-        console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}")
     if kind == "pairwise":
         check_columns(losses, data.train + data.eval)
     policy = load_policy(cfg.model).to(processes.device)
@@ -236,17 +262,8 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     plan, hooks = build_schedule(cfg, data.train, reference, kind, processes.strategy)
     loop_data = LoopData(data.train, partial(_collate_with_pad, collate, pad), eval_batches, plan, hooks)
     objective = OBJECTIVES[kind](losses, reference, cfg.engine.logp_chunk)
-    resolved = cfg.model_dump(mode="json")
-    if processes.is_main:
-        # Written now as well as at export, so that checkpoints of an unfinished run can be loaded for evaluation.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    with precision_context(cfg.engine, policy):
-        result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
-                            console=console, config_for_sinks=resolved, processes=processes)
-    whole = processes.consolidated(policy, lambda: load_policy(cfg.model))
-    outputs = export_run(whole, tokenizer, run_dir, resolved) if whole is not None and processes.is_main else {}
-    processes.barrier()
+    result, outputs = train_and_export(policy, tokenizer, objective, loop_data, cfg, processes, resume, console,
+                                       on_step)
     return PreferenceRun(run_dir, result, outputs, data, processes.is_main)
 
 

@@ -1,0 +1,77 @@
+"""Pointwise scorers for online methods: score(prompts, responses, seed) -> one number per response.
+
+Registered by name (`online.scorer`). Each is batched and, where it is noisy, seeded per call, so that a
+resumed run labels its rollouts exactly as the interrupted one did and no RNG state needs saving.
+
+  gold        the toy world's gold reward
+  noisy_gold  gold + N(0, online.noise^2): an unreliable annotator
+  verifier    toy arithmetic: 1 if the first number stated is the answer, else 0 (arithmetic prompts only)
+  rm:FOLDER   a saved scalar reward model (prefalign rm train)"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from prefalign.decoding.self_consistency import first_number
+from prefalign.toy.gold_reward import gold_reward
+from prefalign.toy.world import parse_prompt
+
+
+class Scorer(Protocol):
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]: ...
+
+
+class GoldScorer:
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        return [gold_reward(p, r) for p, r in zip(prompts, responses)]
+
+
+class NoisyGoldScorer:
+    def __init__(self, sigma: float) -> None:
+        self.sigma = sigma
+
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        rng = random.Random(seed)
+        return [gold_reward(p, r) + rng.gauss(0.0, self.sigma) for p, r in zip(prompts, responses)]
+
+
+class ArithmeticVerifier:
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        out = []
+        for p, r in zip(prompts, responses):
+            info = parse_prompt(p)
+            if info.kind != "arithmetic":
+                raise ValueError(f"the verifier checks arithmetic answers; {p!r} has no answer to check "
+                                 "(online.prompts: toy-arithmetic)")
+            out.append(float(first_number(r) == str(info.answer)))
+        return out
+
+
+class RewardModelScorer:
+    def __init__(self, folder: str) -> None:
+        from prefalign.rewards.scoring import RewardScorer
+
+        self.inner = RewardScorer(folder)
+
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        return self.inner.score(prompts, responses)
+
+
+SCORERS: dict[str, Callable[..., Scorer]] = {
+    "gold": lambda arg, noise: GoldScorer(),
+    "noisy_gold": lambda arg, noise: NoisyGoldScorer(noise),
+    "verifier": lambda arg, noise: ArithmeticVerifier(),
+    "rm": lambda arg, noise: RewardModelScorer(arg),
+}
+
+
+def build_scorer(spec: str, noise: float = 0.5) -> Scorer:
+    """`name` or `name:argument` (rm:FOLDER)."""
+    name, _, arg = spec.partition(":")
+    if name not in SCORERS:
+        raise ValueError(f"unknown online.scorer {spec!r}; known: {', '.join(sorted(SCORERS))} (rm takes rm:FOLDER)")
+    if name == "rm" and not arg:
+        raise ValueError("online.scorer rm needs the reward model's folder: rm:runs/reward/reward_model")
+    return SCORERS[name](arg, noise)
