@@ -68,7 +68,7 @@ def local_bytes(tensors: list[torch.Tensor]) -> int:
 
 def child_memory(model_name: str, strategy: str) -> None:
     """Under torchrun: one DPO step, then the bytes this rank holds, as JSON on stdout (rank 0)."""
-    from prefalign.config.schema import DistributedConfig, TrainerConfig
+    from prefalign.config.schema import DistributedConfig, LossTerm, TrainerConfig
     from prefalign.data.collate import collate_pairs
     from prefalign.data.tokenize import TokenizedPair
     from prefalign.losses import build_losses
@@ -87,7 +87,7 @@ def child_memory(model_name: str, strategy: str) -> None:
     optimizer, _ = build_optimizer([p for p in model.parameters()], TrainerConfig(lr=1e-5), 10)
     vocab = model.config.vocab_size
     pairs = [TokenizedPair(list(range(5, 25)), list(range(30, 45)), list(range(50, 60)), None) for _ in range(2)]
-    objective = PairObjective(build_losses([{"name": "dpo"}]), reference)
+    objective = PairObjective(build_losses([LossTerm(name="dpo")]), reference)
     accumulate_gradients(forward, objective, [collate_pairs(pairs, [0, 1], 0, packed=True)], processes)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     optimizer.step()

@@ -124,3 +124,35 @@ def test_two_process_resume_and_a_sharded_checkpoint_resumed_in_one_process(tiny
     assert (fsdp / "checkpoints" / "step-00000003" / "trainable.safetensors").exists()
     train_preference(_config(tiny_model_dir, many_pairs, fsdp), resume=True)
     _assert_same_run(one_process_run, fsdp)
+
+
+@pytest.mark.slow
+def test_an_accelerate_fsdp_config_shards_and_is_never_downgraded(tiny_model_dir, many_pairs, tmp_path):
+    cfg = _config(tiny_model_dir, many_pairs, tmp_path / "acc", max_steps=2)
+    path = tmp_path / "acc.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    shipped = subprocess.run([sys.executable, "-m", "prefalign.cli.main", "config", "accelerate", "fsdp2_cpu_2proc"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", shipped, "--main_process_port", "0",
+           "-m", "prefalign.cli.main", "train", "-c", str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processes: 2 (fsdp2)" in done.stdout
+    assert {m["world_size"] for m in read_metrics(tmp_path / "acc")} == {2}
+
+
+def test_launcher_requests_prefalign_cannot_honour_are_refused(monkeypatch):
+    from prefalign.config.schema import DistributedConfig
+    from prefalign.training.distributed import start_processes
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="mixed_precision fp16, but engine.autocast is off"):
+        start_processes(DistributedConfig(), "off")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match="DeepSpeed"):
+        start_processes(DistributedConfig())
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="asks for FSDP but distributed.strategy is ddp"):
+        start_processes(DistributedConfig(strategy="ddp"))

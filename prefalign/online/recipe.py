@@ -84,7 +84,7 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
                            cfg.trainer, collate, processes.rank, processes.world, log)
     console.print(f"online: {len(prompts)} prompts, {cfg.online.samples} samples each, scorer {cfg.online.scorer}, "
                   f"{cfg.trainer.batch_size * cfg.trainer.grad_accum} pairs a step, a round every "
-                  f"{cfg.online.generate_every} steps")
+                  f"{cfg.online.generate_every} steps", soft_wrap=True)
     objective = PairObjective(losses, reference, cfg.engine.logp_chunk)
     result, outputs = train_and_export(policy, tokenizer, objective, LoopData(source), cfg, processes, resume,
                                        console, on_step)

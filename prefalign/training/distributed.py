@@ -14,8 +14,8 @@ whole step over all ranks, times the world size, because DDP and FSDP average gr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,13 +234,3 @@ def start_processes(cfg: DistributedConfig | None = None, autocast: str = "off")
     if strategy == "ddp" and world == 1:
         strategy = "single"
     return Processes(accelerator, strategy)
-
-
-@contextmanager
-def main_first(processes: Processes) -> Iterator[None]:
-    """Rank 0 does the work inside first (writing a shared file), the others wait and then read it."""
-    if not processes.is_main:
-        processes.barrier()
-    yield
-    if processes.is_main:
-        processes.barrier()

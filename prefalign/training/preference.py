@@ -49,7 +49,7 @@ from prefalign.models.reference_cache import (
     save_cached,
 )
 from prefalign.training.data_order import stage_end_steps, staged_plan, steps_per_epoch
-from prefalign.training.distributed import Processes, main_first, start_processes
+from prefalign.training.distributed import Processes, start_processes
 from prefalign.training.export import export_run
 from prefalign.training.loop import LoopData, LoopResult, train_loop
 from prefalign.training.objectives import OBJECTIVES
@@ -230,8 +230,10 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     if cfg.data.train == "toy":
         from prefalign.toy.preference_data import write_toy_pairs
 
-        with main_first(processes):
-            toy_file = write_toy_pairs(run_dir / "data", seed=cfg.trainer.seed)
+        toy_file = run_dir / "data" / "toy_pairs.jsonl"
+        if processes.is_main:  # the others wait, then read the same file
+            write_toy_pairs(run_dir / "data", seed=cfg.trainer.seed)
+        processes.barrier()
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(toy_file)})})
     losses = build_losses(cfg.loss)
     kind = loss_kind(losses)
