@@ -12,12 +12,17 @@ class Strict(BaseModel):
 
 
 class LoraSettings(Strict):
-    """A LoRA adapter through `peft`; the reference is then the same model with the adapter disabled."""
+    """A LoRA adapter through `peft`; the reference is then the same model with the adapter disabled.
+
+    use_dora: DoRA (Liu et al. 2024), the update split into a magnitude and a direction. use_rslora: rank-
+    stabilised LoRA (Kalajdzievski 2023), scaling alpha / sqrt(r) instead of alpha / r."""
 
     r: int = Field(8, gt=0)
     alpha: float = 16.0
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
 
 
 class ModelConfig(Strict):

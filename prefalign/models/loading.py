@@ -48,7 +48,8 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM", use_dora=lora.use_dora,
+                        use_rslora=lora.use_rslora)
     return get_peft_model(model, config)
 
 
