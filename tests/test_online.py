@@ -126,3 +126,22 @@ def test_online_dpo_raises_the_gold_reward_of_its_own_samples(tmp_path):
     scores = [m["online/round_mean_score"] for m in read_metrics(tmp_path / "long")]
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
     assert last > first + 0.5, (first, last)
+
+
+def test_iterative_dpo_refreshes_the_reference_each_round_and_raft_needs_none(tmp_path):
+    from prefalign.config import load_config
+    from prefalign.online.recipe import train_online
+
+    cfg = load_config("examples/iterative_dpo.yaml", [f"trainer.output_dir={tmp_path / 'it'}", "trainer.max_steps=4",
+                                                       "trainer.batch_size=4", "online.generate_every=2",
+                                                       "schedule.update_every=2", "trainer.progress=false"],
+                      schema=OnlineTrainConfig)
+    train_online(cfg)
+    logged = read_metrics(tmp_path / "it")
+    assert [m["reference/updates"] for m in logged] == [0.0, 1.0, 1.0, 2.0]
+    # After a refresh the reference is the policy that samples the next round: its implicit rewards start at 0.
+    assert logged[2]["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    raft = load_config("examples/raft.yaml", [f"trainer.output_dir={tmp_path / 'raft'}", "trainer.max_steps=2",
+                                              "trainer.batch_size=4", "trainer.progress=false"], schema=OnlineTrainConfig)
+    run = train_online(raft)
+    assert run.loop.steps == 2 and "rewards/chosen" not in read_metrics(run.run_dir)[-1]

@@ -26,7 +26,7 @@ from prefalign.online.scorers import build_scorer
 from prefalign.toy.world import parse_prompt, split_prompts
 from prefalign.training.loop import LoopData, LoopResult
 from prefalign.training.objectives import PairObjective
-from prefalign.training.preference import build_reference, start_run, train_and_export
+from prefalign.training.preference import build_reference, build_schedule, start_run, train_and_export
 
 
 @dataclass
@@ -85,7 +85,12 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     console.print(f"online: {len(prompts)} prompts, {cfg.online.samples} samples each, scorer {cfg.online.scorer}, "
                   f"{cfg.trainer.batch_size * cfg.trainer.grad_accum} pairs a step, a round every "
                   f"{cfg.online.generate_every} steps", soft_wrap=True)
+    if cfg.schedule.stages != "none":
+        raise ValueError("schedule.stages orders a fixed dataset; online rounds have none (use schedule.reference_update)")
+    # Iterative DPO: schedule.reference_update=hard every generate_every steps makes each round's reference the
+    # policy that sampled it; the hook checkpoints the reference, so resume stays exact.
+    _, hooks = build_schedule(cfg, [], reference, "pairwise", processes.strategy)
     objective = PairObjective(losses, reference, cfg.engine.logp_chunk)
-    result, outputs = train_and_export(policy, tokenizer, objective, LoopData(source), cfg, processes, resume,
-                                       console, on_step)
+    result, outputs = train_and_export(policy, tokenizer, objective, LoopData(source, hooks=hooks), cfg, processes,
+                                       resume, console, on_step)
     return OnlineRun(run_dir, result, outputs, processes.is_main)

@@ -50,7 +50,3 @@ def stage_end_steps(stages: list[list[int]], batch_size: int, grad_accum: int) -
         done += steps_per_epoch(len(stage), batch_size, grad_accum)
         ends.append(done)
     return ends
-
-
-def micro_batches(step_indices: list[int], batch_size: int) -> list[list[int]]:
-    return _chunk(step_indices, batch_size)

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from prefalign.config.schema import DistributedConfig
@@ -127,10 +127,6 @@ class Processes:
                     total[1] += n
         return {k: s / n for k, (s, n) in local.items() if n}
 
-    def broadcast_flag(self, flag: bool) -> bool:
-        """True on every rank when any rank says True."""
-        return bool(self.sum([float(flag)])[0])
-
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -204,10 +200,6 @@ def shard(model: torch.nn.Module) -> None:
 def total_norm(norm: torch.Tensor) -> float:
     """clip_grad_norm_'s result as a number (a DTensor under FSDP2)."""
     return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
-
-
-def is_sharded(model: torch.nn.Module) -> bool:
-    return isinstance(unwrap(model), FSDPModule)
 
 
 def start_processes(cfg: DistributedConfig | None = None, autocast: str = "off") -> Processes:

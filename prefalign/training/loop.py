@@ -163,7 +163,11 @@ class _Run:
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
-        return [p for p in [*unwrap(self.model).parameters(), *self.loss_modules.parameters()] if p.requires_grad]
+        return _trained_params(self.model, self.loss_modules)
+
+
+def _trained_params(model: torch.nn.Module, loss_modules: torch.nn.ModuleDict) -> list[torch.nn.Parameter]:
+    return [p for p in [*unwrap(model).parameters(), *loss_modules.parameters()] if p.requires_grad]
 
 
 def _checkpoint(run: _Run, step: int, skipped: int) -> Checkpoint:
@@ -237,8 +241,7 @@ def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
     source = data.batch_source(cfg, processes)
     loss_modules = objective.build_modules(unwrap(model)).to(processes.device)
     forward_model = processes.prepare(model)  # before the optimizer: sharding replaces the parameters
-    params = [p for p in [*unwrap(forward_model).parameters(), *loss_modules.parameters()] if p.requires_grad]
-    optimizer, scheduler = build_optimizer(params, cfg, source.num_steps)
+    optimizer, scheduler = build_optimizer(_trained_params(forward_model, loss_modules), cfg, source.num_steps)
     return _Run(forward_model, objective, source, data.hooks, loss_modules, optimizer, scheduler, processes)
 
 

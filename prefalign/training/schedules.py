@@ -60,7 +60,7 @@ class ReferenceUpdates:
     def after_step(self, model: torch.nn.Module, step: int) -> dict[str, float]:
         if self.cfg.reference_update != "none" and step % self.cfg.update_every == 0:
             self.sync(model, self.cfg.mix if self.cfg.reference_update == "soft" else 1.0)
-        elif self.cfg.reset_reference_per_stage and ((step - 1) % self.per_epoch) + 1 in self.stage_ends:
+        elif self.stage_ends and self.cfg.reset_reference_per_stage and ((step - 1) % self.per_epoch) + 1 in self.stage_ends:
             self.sync(model, 1.0)
         return {"reference/updates": float(self.updates)}
 
