@@ -82,7 +82,7 @@ def child_memory(model_name: str, strategy: str) -> None:
     model = build_model(model_name)
     params = sum(p.numel() for p in model.parameters())
     reference = FrozenCopyReference.copy_of(model)
-    processes.prepare_frozen(reference.model)
+    processes.place(reference.model)
     forward = processes.prepare(model)
     optimizer, _ = build_optimizer([p for p in model.parameters()], TrainerConfig(lr=1e-5), 10)
     vocab = model.config.vocab_size

@@ -63,6 +63,8 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     losses = build_losses(cfg.loss)
     if loss_kind(losses) != "pairwise":
         raise ValueError("prefalign online builds pairs; use pairwise losses (dpo, ipo, hinge, ...)")
+    if cfg.schedule.stages != "none":
+        raise ValueError("schedule.stages orders a fixed dataset; online rounds have none (use schedule.reference_update)")
     if cfg.reference.kind == "precomputed":
         raise ValueError("reference.kind=precomputed needs a fixed dataset; online samples are new each round "
                          "(use copy or adapter)")
@@ -85,8 +87,6 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     console.print(f"online: {len(prompts)} prompts, {cfg.online.samples} samples each, scorer {cfg.online.scorer}, "
                   f"{cfg.trainer.batch_size * cfg.trainer.grad_accum} pairs a step, a round every "
                   f"{cfg.online.generate_every} steps", soft_wrap=True)
-    if cfg.schedule.stages != "none":
-        raise ValueError("schedule.stages orders a fixed dataset; online rounds have none (use schedule.reference_update)")
     # Iterative DPO: schedule.reference_update=hard every generate_every steps makes each round's reference the
     # policy that sampled it; the hook checkpoints the reference, so resume stays exact.
     _, hooks = build_schedule(cfg, [], reference, "pairwise", processes.strategy)

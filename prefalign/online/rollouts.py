@@ -32,6 +32,7 @@ from prefalign.decoding.sampling import sample
 from prefalign.online.pairs import PAIR_RULES
 from prefalign.online.scorers import Scorer
 from prefalign.training.batch_sources import BatchSource, StepBatches, split_step
+from prefalign.training.metrics import keep_logged, read_jsonl
 
 MAX_DRAWS = 4
 
@@ -50,15 +51,11 @@ class RolloutLog:
             fh.writelines(json.dumps(r) + "\n" for r in records)
 
     def keep_rounds_up_to(self, last_round: int) -> None:
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["round"] <= last_round]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        keep_logged(self.path, lambda r: r["round"] <= last_round)
 
 
 def read_rollouts(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 @dataclass

@@ -77,13 +77,10 @@ class Processes:
         in place. Build the optimizer after this: sharding replaces the parameters."""
         if self.strategy == "ddp":
             return self.accelerator.prepare_model(model, device_placement=True)
-        model.to(self.device)
-        if self.strategy == "fsdp2":
-            shard(model)
-        return model
+        return self.place(model)
 
-    def prepare_frozen(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A frozen model (the reference) placed like the policy: sharded under FSDP2, whole otherwise."""
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """On this process's device, sharded under FSDP2 (as a frozen reference is, without a DDP wrapper)."""
         model.to(self.device)
         if self.strategy == "fsdp2":
             shard(model)
@@ -109,23 +106,18 @@ class Processes:
     def mean_metrics(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean of each metric over the examples of all micro-batches of all ranks; a metric with no values
         anywhere (KTO's undesirable rewards in a batch of desirable examples only) is left out, not NaN."""
-        local: dict[str, list[float]] = {}
-        for part in parts:
-            for k, v in part.items():
-                v = v.detach().float().reshape(-1)
-                total = local.setdefault(k, [0.0, 0.0])
-                total[0] += v.sum().item()
-                total[1] += v.numel()
+        sums = [{k: (v.detach().float().sum().item(), v.numel()) for k, v in part.items()} for part in parts]
         if self.world > 1:
-            gathered: list[dict] = [{} for _ in range(self.world)]
-            dist.all_gather_object(gathered, local)
-            local = {}
-            for other in gathered:
-                for k, (s, n) in other.items():
-                    total = local.setdefault(k, [0.0, 0.0])
-                    total[0] += s
-                    total[1] += n
-        return {k: s / n for k, (s, n) in local.items() if n}
+            gathered: list[list[dict]] = [[] for _ in range(self.world)]
+            dist.all_gather_object(gathered, sums)
+            sums = [part for rank in gathered for part in rank]
+        totals: dict[str, list[float]] = {}
+        for part in sums:
+            for k, (s, n) in part.items():
+                total = totals.setdefault(k, [0.0, 0.0])
+                total[0] += s
+                total[1] += n
+        return {k: s / n for k, (s, n) in totals.items() if n}
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -136,12 +128,10 @@ class Processes:
     def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The full trainable tensors on the CPU (gathered from the shards under FSDP2; on rank 0 only)."""
         model = unwrap(model)
+        if self.strategy != "fsdp2":  # only the trainable tensors leave the device (a LoRA base stays put)
+            return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         names = {n for n, p in model.named_parameters() if p.requires_grad}
-        if self.strategy == "fsdp2":
-            full = get_model_state_dict(model, options=FULL)
-        else:
-            full = {n: p.detach().cpu() for n, p in model.named_parameters()}
-        return {n: t.contiguous() for n, t in full.items() if n in names}
+        return {n: t.contiguous() for n, t in get_model_state_dict(model, options=FULL).items() if n in names}
 
     def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         loss_modules: torch.nn.Module) -> dict:

@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+from prefalign.atomic_files import write_text_atomic
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a run's JSONL log (metrics.jsonl, rollouts.jsonl)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def keep_logged(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a JSONL log with only the records `keep` accepts: a resumed run drops what the interrupted
+    one logged after its checkpoint, because it logs that again."""
+    if path.exists():
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r)))
 
 
 class MetricsLog:
@@ -11,11 +26,8 @@ class MetricsLog:
                  config: dict | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_step and self.path.exists():
-            # Drop what the interrupted run logged after the checkpoint we resume from: it is logged again.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if resume_step:
+            keep_logged(self.path, lambda r: r.get("step", 0) <= resume_step)
         elif self.path.exists():
             self.path.unlink()
         self._tb = self._wandb = None
@@ -49,5 +61,4 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")

@@ -170,7 +170,7 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
         frozen = FrozenCopyReference(load_causal_lm(cfg.model, cfg.reference.name_or_path))
     else:
         frozen = FrozenCopyReference.copy_of(policy)
-    processes.prepare_frozen(frozen.model)
+    processes.place(frozen.model)
     if kind == "copy":
         return frozen
     device = processes.device
