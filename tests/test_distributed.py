@@ -70,13 +70,14 @@ def _config(model_dir, data, out, **trainer) -> TrainConfig:
                                        "loss": [{"name": "dpo", "beta": 0.1}], "trainer": t})
 
 
-def _torchrun(cfg: TrainConfig, tmp_path, *args: str, strategy: str = "ddp") -> subprocess.CompletedProcess:
+def _torchrun(cfg: TrainConfig, tmp_path, *args: str, strategy: str = "ddp",
+              command: str = "train") -> subprocess.CompletedProcess:
     path = tmp_path / f"{os.path.basename(cfg.trainer.output_dir)}.yaml"
     raw = cfg.model_dump(mode="json")
     raw["distributed"]["strategy"] = strategy
     path.write_text(yaml.safe_dump(raw))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "prefalign.cli.main", "train", "-c", str(path), *args]
+           "-m", "prefalign.cli.main", command, "-c", str(path), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -156,3 +157,28 @@ def test_launcher_requests_prefalign_cannot_honour_are_refused(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="asks for FSDP but distributed.strategy is ddp"):
         start_processes(DistributedConfig(strategy="ddp"))
+
+
+def test_rl_on_two_processes_equals_one(tiny_model_dir, tmp_path):
+    """Every rank samples the whole rollout with the same seeds and trains on its share of the groups."""
+    from prefalign.config.schema import RLTrainConfig
+    from prefalign.rl.recipe import train_rl
+
+    def config(out):
+        return RLTrainConfig.model_validate({
+            "model": {"name_or_path": str(tiny_model_dir)}, "loss": [{"name": "ppo_clip"}],
+            "rl": {"prompts": "toy", "group_size": 3, "max_new_tokens": 8, "minibatches": 2,
+                   "rewards": [{"name": "length"}], "kl": {"coef": 0.05, "placement": "reward"}},
+            "trainer": {"output_dir": str(out), "max_steps": 4, "batch_size": 2, "grad_accum": 2,
+                        "micro_batch_size": 1, "lr": 1e-3, "schedule": "constant", "progress": False, "seed": 3}})
+
+    one = train_rl(config(tmp_path / "rl-one")).run_dir
+    two = tmp_path / "rl-two"
+    _torchrun(config(two), tmp_path, command="rl")
+    la, lb = read_metrics(one), read_metrics(two)
+    assert [m["loss"] for m in la] == pytest.approx([m["loss"] for m in lb], abs=1e-6)
+    assert [m["rl/reward_mean"] for m in la] == [m["rl/reward_mean"] for m in lb]
+    assert lb[0]["world_size"] == 2
+    wa, wb = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)

@@ -1,12 +1,6 @@
 """Online preference optimisation: pair rules, scorers, the rollout source and its log, exact resume after a
 real SIGKILL mid-round, and a toy run that raises the gold reward of the policy's own samples."""
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,6 +10,7 @@ from prefalign.online.pairs import all_pairs, best_vs_worst
 from prefalign.online.rollouts import read_rollouts
 from prefalign.online.scorers import build_scorer
 from prefalign.training.metrics import read_metrics
+from tests.kill_helpers import run_until_killed
 
 
 def test_best_vs_worst_skips_and_counts_ties_and_empty_samples():
@@ -92,18 +87,8 @@ def test_online_resume_after_kill_mid_round_is_bitwise_exact_and_logs_each_rollo
     killed = tmp_path / "killed"
     # Killed after step 5: the checkpoint of step 3 is mid-round (rounds start at steps 0, 2, 4), and round 2
     # was sampled and logged after it, so the resumed run samples round 2 again.
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {os.getcwd()!r})
-        from tests.test_online import online_config
-        from prefalign.online.recipe import train_online
-        def kill(step, metrics):
-            if step == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-        train_online(online_config({str(killed)!r}, save_every=3), on_step=kill)
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run_until_killed("from tests.test_online import online_config\nfrom prefalign.online.recipe import train_online",
+                     f"train_online(online_config({str(killed)!r}, save_every=3), on_step=kill)", 5)
     assert max(r["round"] for r in read_rollouts(killed / "rollouts.jsonl")) == 2
     train_online(online_config(killed, save_every=3), resume=True)
     ws, wr = (load_file(d / "model" / "model.safetensors") for d in (straight.run_dir, killed))

@@ -102,6 +102,25 @@ def online(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 @app.command()
 @friendly_errors
+def rl(config: ConfigOpt = None, overrides: OverridesArg = None,
+       resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")] = False) -> None:
+    """Reinforcement learning from the policy's own samples: GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO,
+    REINFORCE++, PPO (examples/rl/).
+
+    Writes trainer.output_dir/{rollouts.jsonl, metrics.jsonl, checkpoints/, model/, config.yaml}.
+    Example: prefalign rl -c examples/rl/grpo.yaml rl.group_size=4 trainer.max_steps=50"""
+    from prefalign.config.schema import RLTrainConfig
+    from prefalign.rl.recipe import train_rl
+
+    cfg = load_config(config, overrides or [], schema=RLTrainConfig)
+    run = train_rl(cfg, resume=resume, console=console)
+    if run.main:
+        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
+                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+
+
+@app.command()
+@friendly_errors
 def quickstart(out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/quickstart"),
                seed: int = 0,
                steps: Annotated[int, typer.Option(help="DPO optimizer steps")] = 400,

@@ -247,6 +247,86 @@ class OnlineConfig(Strict):
     generation_batch_size: int = Field(64, gt=0, description="sequences per generate call")
 
 
+class RewardTermConfig(Strict):
+    """One term of the RL reward, summed with its weight: a scorer (gold, noisy_gold, verifier, rm:FOLDER),
+    `format` (1 when the response states a number, for arithmetic), `length` (completion tokens /
+    max_new_tokens) or `overlong` (DAPO's soft penalty: 0 up to max_new_tokens - overlong_buffer tokens, then
+    falling linearly to -1 at max_new_tokens)."""
+
+    name: str = "verifier"
+    weight: float = 1.0
+
+
+class KLConfig(Strict):
+    """KL to the reference (prefalign/rl/kl.py has the formulas). `target` set: the adaptive controller moves
+    `coef` towards that KL (per sequence, summed over tokens) over `horizon` sequences."""
+
+    coef: float = Field(0.0, ge=0, description="beta; 0 with placement none")
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+    placement: Literal["reward", "loss", "none"] = "loss"
+    target: float | None = Field(None, gt=0)
+    horizon: int = Field(10_000, gt=0)
+
+
+class CostConfig(Strict):
+    """Constrained RLHF (prefalign/rl/constraints.py): a cost term scored like a reward term, kept below
+    `threshold` on average by a Lagrange multiplier learned during training."""
+
+    name: str = Field(description="a reward term's name, scored as the cost (e.g. length, or rm:FOLDER)")
+    threshold: float
+    multiplier_lr: float = Field(0.1, gt=0)
+    multiplier_init: float = Field(0.0, ge=0)
+    normalise: bool = Field(True, description="learn from (r - lambda c) / (1 + lambda), as Safe RLHF")
+
+
+class ElasticResetConfig(Strict):
+    """Elastic Reset (prefalign/rl/elastic_reset.py): the policy's moving average with `decay`, and every
+    `every` steps the policy reset to it and it to the initial model."""
+
+    every: int = Field(gt=0)
+    decay: float = Field(0.99, gt=0, lt=1)
+
+
+class RLConfig(Strict):
+    """Reinforcement learning (`prefalign rl`, prefalign/rl/): every rollout the policy samples `group_size`
+    completions of each of the next trainer.batch_size x trainer.grad_accum x `minibatches` prompts, the
+    reward terms score them, `advantage` turns rewards into advantages, and the policy losses of `loss` learn
+    from them for `epochs` passes of `minibatches` optimizer steps each (old log-probs taken once per rollout).
+    trainer.batch_size counts prompts (groups of `group_size` samples)."""
+
+    prompts: str = Field("toy-arithmetic", description="toy, toy-arithmetic, or a file with a `prompt` field")
+    group_size: int = Field(8, ge=1, description="samples per prompt (G)")
+    advantage: str = Field("grpo", description="grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae")
+    aggregation: Literal["token_mean", "sequence_mean", "constant"] = Field(
+        "sequence_mean", description="token_mean: over all tokens of the step (DAPO); sequence_mean: each "
+        "sequence's token mean, averaged (GRPO); constant: token sums / (sequences x normaliser) (Dr. GRPO)")
+    normaliser: int | None = Field(None, gt=0, description="aggregation constant: default max_new_tokens")
+    rewards: list[RewardTermConfig] = Field(default_factory=lambda: [RewardTermConfig()])
+    noise: float = Field(0.5, ge=0, description="noisy_gold: the annotator's noise")
+    overlong_buffer: int = Field(8, ge=1, description="the overlong reward term's soft band, in tokens")
+    kl: KLConfig = KLConfig()
+    cost: CostConfig | None = None
+    elastic_reset: ElasticResetConfig | None = None
+    epochs: int = Field(1, gt=0, description="passes over each rollout (PPO epochs)")
+    minibatches: int = Field(1, gt=0, description="optimizer steps per pass over a rollout")
+    dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all equal and sample "
+                                                      "more prompts to fill the rollout")
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    max_new_tokens: int = Field(24, gt=0)
+    temperature: float = Field(1.0, gt=0, description="log-probs are the policy's at temperature 1; other "
+                                                      "values sample off-policy")
+    generation_batch_size: int = Field(128, gt=0)
+
+
+class RLTrainConfig(TrainConfig):
+    """`prefalign rl`: the policy, reference, policy losses, trainer and engine as for `train`, plus `rl`."""
+
+    rl: RLConfig = RLConfig()
+    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ppo_clip")])
+    trainer: TrainerConfig = TrainerConfig(output_dir="runs/rl", max_steps=100, lr=1e-4, batch_size=8)
+
+
 class OnlineTrainConfig(TrainConfig):
     """`prefalign online`: the policy, reference, losses, trainer and engine as for `train`, plus `online`."""
 

@@ -106,3 +106,28 @@ class UnpairedLogps:
         if self.ref is None:
             raise ValueError("this loss needs reference log-probs, but none were computed")
         return self.logps - self.ref
+
+
+@dataclass
+class PolicyLogps:
+    """What a policy-gradient loss sees, per completion token [N, T] (zero off the completion, `mask` 1 on it):
+    the current policy's log-probs (differentiable), the log-probs of the policy that sampled (`old`) and of
+    the reference, taken once when the rollout was made, and the advantages. PPO's critic adds its current
+    estimates (`values`), those at sampling time (`old_values`) and the returns it regresses on."""
+
+    logps: torch.Tensor
+    old: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    ref: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    def ratio(self) -> torch.Tensor:
+        """pi_theta(y_t | x, y_<t) / pi_old(y_t | x, y_<t), 1 off the completion."""
+        return torch.exp((self.logps - self.old) * self.mask)
+
+    def sequence_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Per sequence [N]: the mean of `values` over its completion tokens."""
+        return (values * self.mask).sum(-1) / self.mask.sum(-1).clamp(min=1)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefalign.config.loading import ConfigError
 from prefalign.config.schema import LossTerm
-from prefalign.losses.inputs import ListLogps, PairLogps, UnpairedLogps
+from prefalign.losses.inputs import ListLogps, PairLogps, PolicyLogps, UnpairedLogps
 
 # What a loss can ask the training loop for.
 NEEDS = {
@@ -30,6 +30,7 @@ NEEDS = {
     "wpo": "WPO's per-sequence probability statistic (needs the full vocabulary distribution)",
     "token_kl": "per-token KL(pi_ref || pi) along the completion (full vocabulary of both models)",
     "reference_hidden": "the reference's hidden states at every layer",
+    "values": "a value head's estimates at every completion position (PPO's critic)",
 }
 # Needs that are answered by running the reference model on the batch.
 REFERENCE_NEEDS = frozenset({"reference", "reference_token_logps", "token_kl", "reference_hidden"})
@@ -38,9 +39,11 @@ TOKEN_LEVEL_NEEDS = frozenset({"token_logps", "reference_token_logps", "wpo", "t
 # Needs that per-sequence (precomputed) reference log-probs cannot answer.
 TOKEN_LEVEL_REFERENCE_NEEDS = REFERENCE_NEEDS - {"reference"}
 LOSS_MODULES = ["dpo", "ipo", "hinge", "sft", "length", "f_divergence", "anchored", "discopop", "aot",
-                "reference_free", "adaptive", "ranking", "kto", "token_level", "multi_objective", "triples"]
-# What a loss consumes: pairs (PairLogps), ranked lists (ListLogps) or labelled completions (UnpairedLogps).
-KINDS = ("pairwise", "ranking", "unpaired")
+                "reference_free", "adaptive", "ranking", "kto", "token_level", "multi_objective", "triples",
+                "policy_gradient"]
+# What a loss consumes: pairs (PairLogps), ranked lists (ListLogps), labelled completions (UnpairedLogps), or
+# the policy's own scored samples (PolicyLogps; the loss is per token [N, T], aggregated by the RL objective).
+KINDS = ("pairwise", "ranking", "unpaired", "policy")
 
 
 class LossParams(BaseModel):
@@ -105,7 +108,7 @@ class BoundLoss:
         if self.spec.init_state and not self.state:
             self.state = self.spec.init_state()
 
-    def __call__(self, logps: PairLogps | ListLogps | UnpairedLogps, update: bool = True) -> LossOutput:
+    def __call__(self, logps: PairLogps | ListLogps | UnpairedLogps | PolicyLogps, update: bool = True) -> LossOutput:
         kwargs = self.params.model_dump()
         if self.spec.init_state:
             kwargs |= {"state": self.state, "update": update}

@@ -31,7 +31,9 @@ class SequenceLogps:
       head          the LM head, so the policy recomputes the reference's distribution chunk by chunk
       token_kl      KL(pi_ref(.|x, y_<t) || pi(.|x, y_<t)) per position, given the reference's outputs;
                     differentiable in the policy
-      hidden        hidden states of every layer after the embeddings ([L, N, T-1, H], no gradient)"""
+      hidden        hidden states of every layer after the embeddings ([L, N, T-1, H], no gradient)
+      final_hidden  the last layer's hidden states on the same grid as `tokens` ([N, T, H], no gradient;
+                    what a critic's value head reads)"""
 
     sum: torch.Tensor
     n_tokens: torch.Tensor
@@ -43,6 +45,7 @@ class SequenceLogps:
     hidden: torch.Tensor | None = None
     head_hidden: torch.Tensor | None = None
     head: torch.nn.Module | None = None
+    final_hidden: torch.Tensor | None = None
 
 
 def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,13 +56,16 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor
 
 def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep_tokens: bool = False,
                    wpo: bool = False, keep_vocab: bool = False, kl_from: SequenceLogps | None = None,
-                   keep_hidden: bool = False, chunk: int | None = None) -> SequenceLogps:
+                   keep_hidden: bool = False, chunk: int | None = None,
+                   keep_final_hidden: bool = False) -> SequenceLogps:
     """`kl_from`: a reference's outputs for the same batch, taken with keep_vocab; the result then carries
     token_kl. `chunk`: completion positions per LM-head chunk in the packed layout (default LOGP_CHUNK)."""
     if isinstance(batch, PackedBatch):
         return packed_sequence_logps(model, batch, chunk or LOGP_CHUNK, keep_tokens=keep_tokens, wpo=wpo,
-                                     keep_vocab=keep_vocab, kl_from=kl_from, keep_hidden=keep_hidden)
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=keep_hidden)
+                                     keep_vocab=keep_vocab, kl_from=kl_from, keep_hidden=keep_hidden,
+                                     keep_final_hidden=keep_final_hidden)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                output_hidden_states=keep_hidden or keep_final_hidden)
     logits = out.logits[:, :-1].float()
     labels = batch.input_ids[:, 1:]
     # cross_entropy reads one log-prob per token without keeping a separate log-softmax copy.
@@ -82,6 +88,8 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep
             result.token_kl = (ref.exp() * (ref - log_probs)).sum(-1) * mask
     if keep_hidden:
         result.hidden = torch.stack([h[:, :-1].detach() for h in out.hidden_states[1:]])
+    if keep_final_hidden:
+        result.final_hidden = out.hidden_states[-1][:, :-1].detach() * mask[..., None]
     return result
 
 
@@ -181,12 +189,13 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict:
 
 def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int = LOGP_CHUNK,
                           keep_tokens: bool = False, wpo: bool = False, keep_vocab: bool = False,
-                          kl_from: SequenceLogps | None = None, keep_hidden: bool = False) -> SequenceLogps:
+                          kl_from: SequenceLogps | None = None, keep_hidden: bool = False,
+                          keep_final_hidden: bool = False) -> SequenceLogps:
     """Completion log-probs per output sequence from a packed, prefix-shared batch. The LM head runs only on
     the positions that predict completion tokens, chunk by chunk, and so do the token-level KL (against the
     reference's head and hidden states) and WPO's weights."""
     lm = causal_lm(model)
-    token_level = keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden
+    token_level = keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden or keep_final_hidden
     if token_level and not supports_chunked_head(model):
         raise ValueError("token-level outputs of a model that post-processes its logits need the padded layout "
                          "(engine.packed: false)")
@@ -225,4 +234,6 @@ def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int
     if keep_hidden:
         per_layer = torch.stack([h.flatten(0, 1)[batch.predict_at].detach() for h in out.hidden_states[1:]])
         result.hidden = _grid(per_layer.transpose(0, 1), batch.slot, col, n).permute(2, 0, 1, 3)
+    if keep_final_hidden:
+        result.final_hidden = _grid(picked.detach(), batch.slot, col, n)
     return result

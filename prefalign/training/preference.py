@@ -133,17 +133,18 @@ def check_columns(losses: list[BoundLoss], pairs: list[TokenizedPair]) -> None:
 
 def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[BoundLoss],
                     all_batches: Callable[[], list], examples: list, processes: Processes,
-                    console: Console | None = None) -> Reference | None:
+                    console: Console | None = None, needed_by: str | None = None) -> Reference | None:
     """The reference, on the policy's device and sharded like it. A precomputed table is computed by every
-    process (a sharded reference needs them all in each forward pass) and cached by rank 0."""
-    if not any(t.spec.needs_reference for t in losses):
+    process (a sharded reference needs them all in each forward pass) and cached by rank 0. `needed_by`:
+    what other than the losses asks for a reference (RL's KL term)."""
+    names = [t.spec.name for t in losses if t.spec.needs_reference] + ([needed_by] if needed_by else [])
+    if not names:
         return None
     kind = cfg.reference.kind
     if kind == "auto":
         kind = "adapter" if cfg.model.lora else "copy"
     if kind == "none":
-        names = [t.spec.name for t in losses if t.spec.needs_reference]
-        raise ValueError(f"reference.kind=none, but the losses {names} need reference log-probs")
+        raise ValueError(f"reference.kind=none, but {', '.join(names)} need reference log-probs")
     if kind == "adapter":
         if cfg.reference.name_or_path:
             raise ValueError("reference.kind=adapter uses the policy's own base; drop reference.name_or_path")

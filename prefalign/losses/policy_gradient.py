@@ -1,0 +1,100 @@
+"""Policy-gradient losses (kind `policy`): per-token losses [N, T] from the current, old and reference
+log-probs and the advantages (prefalign/rl/advantages.py). How the tokens are averaged (token mean, sequence
+mean, a constant normaliser) is the RL objective's `rl.aggregation`, not the loss's; KL to the reference is
+`rl.kl`. Each loss returns (per-token loss, metrics); values off the completion are ignored.
+
+Notation: r_t = pi_theta(y_t|.) / pi_old(y_t|.), A_t the advantage, eps_low / eps_high the clip range."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from prefalign.losses.inputs import PolicyLogps
+from prefalign.losses.registry import LossParams, register_loss
+
+
+class ClipParams(LossParams):
+    eps_low: float = Field(0.2, ge=0, description="lower clip: r >= 1 - eps_low")
+    eps_high: float = Field(0.2, ge=0, description="upper clip: r <= 1 + eps_high (DAPO's clip-higher: 0.28)")
+
+
+def _clip_fraction(ratio: torch.Tensor, low: float, high: float, x: PolicyLogps) -> torch.Tensor:
+    outside = ((ratio < 1 - low) | (ratio > 1 + high)).float()
+    return x.sequence_mean(outside.detach())
+
+
+@register_loss("ppo_clip", ClipParams, needs=("token_logps",), kind="policy")
+def ppo_clip(x: PolicyLogps, eps_low: float, eps_high: float) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate (Schulman et al. 2017), the policy loss of GRPO (Shao et al. 2024) and, with
+    eps_high > eps_low, DAPO's clip-higher (Yu et al. 2025):
+    l_t = -min(r_t A_t, clip(r_t, 1 - eps_low, 1 + eps_high) A_t)."""
+    ratio = x.ratio()
+    loss = -torch.minimum(ratio * x.advantages, ratio.clamp(1 - eps_low, 1 + eps_high) * x.advantages)
+    return loss, {"rl/clip_fraction": _clip_fraction(ratio, eps_low, eps_high, x)}
+
+
+class GSPOParams(LossParams):
+    eps_low: float = Field(3e-4, ge=0, description="the paper's sequence-level clip range is tiny: 3e-4 / 4e-4")
+    eps_high: float = Field(4e-4, ge=0)
+
+
+@register_loss("gspo", GSPOParams, needs=("token_logps",), kind="policy")
+def gspo(x: PolicyLogps, eps_low: float, eps_high: float) -> tuple[torch.Tensor, dict]:
+    """GSPO (Zheng et al. 2025): one importance ratio per sequence, the geometric mean of its token ratios,
+    s_i = exp(mean_t(log pi_theta - log pi_old)), clipped as PPO's; l_i = -min(s_i A_i, clip(s_i) A_i) with
+    A_i the sequence's advantage. Every token of a sequence carries l_i, so the sequence-mean aggregation
+    gives the paper's loss."""
+    s = torch.exp(x.sequence_mean(x.logps - x.old))
+    a = x.sequence_mean(x.advantages)
+    loss = -torch.minimum(s * a, s.clamp(1 - eps_low, 1 + eps_high) * a)
+    clipped = ((s < 1 - eps_low) | (s > 1 + eps_high)).float().detach()
+    return loss[:, None].expand_as(x.logps), {"rl/clip_fraction": clipped}
+
+
+class CISPOParams(LossParams):
+    eps_low: float = Field(1.0, ge=0, description="1.0: no lower bound (MiniMax-M1 clips only from above)")
+    eps_high: float = Field(0.28, ge=0)
+
+
+@register_loss("cispo", CISPOParams, needs=("token_logps",), kind="policy")
+def cispo(x: PolicyLogps, eps_low: float, eps_high: float) -> tuple[torch.Tensor, dict]:
+    """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update, and stop its gradient, so every
+    token keeps a gradient: l_t = -sg(clip(r_t, 1 - eps_low, 1 + eps_high)) A_t log pi_theta(y_t|.)."""
+    ratio = x.ratio()
+    weight = ratio.clamp(1 - eps_low, 1 + eps_high).detach()
+    return -weight * x.advantages * x.logps, {"rl/clip_fraction": _clip_fraction(ratio, eps_low, eps_high, x)}
+
+
+@register_loss("policy_gradient", needs=("token_logps",), kind="policy")
+def policy_gradient(x: PolicyLogps) -> torch.Tensor:
+    """REINFORCE with an importance weight (Williams 1992; the loss of RLOO, Ahmadian et al. 2024, and
+    REINFORCE++, Hu 2025): l_t = -r_t A_t, whose gradient on the sampling policy is -A_t grad log pi."""
+    return -x.ratio() * x.advantages
+
+
+class ValueParams(LossParams):
+    clip: float | None = Field(0.2, gt=0, description="PPO's value clipping around the sampling-time estimate")
+    hidden: int = Field(64, gt=0, description="width of the value head's hidden layer")
+
+
+def _value_head(params: ValueParams, policy: torch.nn.Module) -> torch.nn.Module:
+    """A small MLP on the policy's final hidden states (detached: the critic does not move the policy)."""
+    size = policy.config.hidden_size
+    head = torch.nn.Sequential(torch.nn.Linear(size, params.hidden), torch.nn.Tanh(), torch.nn.Linear(params.hidden, 1))
+    torch.nn.init.zeros_(head[2].weight)
+    torch.nn.init.zeros_(head[2].bias)
+    return head
+
+
+@register_loss("value", ValueParams, needs=("values",), kind="policy", module=_value_head)
+def value_loss(x: PolicyLogps, clip: float | None, hidden: int, module: torch.nn.Module) -> tuple[torch.Tensor, dict]:
+    """PPO's critic loss (Schulman et al. 2017; clipped as in OpenAI baselines):
+    l_t = 1/2 max((V_t - R_t)^2, (clip(V_t, V_old - c, V_old + c) - R_t)^2), R_t the GAE returns."""
+    if x.values is None or x.returns is None or x.old_values is None:
+        raise ValueError("the value loss needs values and returns: use rl.advantage: gae")
+    err = (x.values - x.returns) ** 2
+    if clip is not None:
+        clipped = x.old_values + (x.values - x.old_values).clamp(-clip, clip)
+        err = torch.maximum(err, (clipped - x.returns) ** 2)
+    return 0.5 * err, {"rl/value_error": x.sequence_mean(err.detach())}

@@ -1,0 +1,1 @@
+"""Reinforcement learning with a KL leash (prefalign rl): rollouts, advantages, policy objective."""
