@@ -37,7 +37,7 @@ def main() -> None:
             cfg.data.train = str(data)
             cfg.trainer.progress = False
             cfg.engine.packed = packed
-            run = train_preference(cfg, console=Console(quiet=True))
+            run = train_preference(cfg, console=Console(quiet=True), overwrite=True)
             seconds[packed].append(run.loop.seconds)
             losses[packed] = run.loop.last_metrics["loss"]
     pairs = args.steps * 16

@@ -21,6 +21,7 @@ from prefalign.evaluation.pairwise_judges import RewardJudge, gold_batch_reward
 from prefalign.evaluation.policy_eval import evaluate_policies, evaluation_sections
 from prefalign.evaluation.report import write_report
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.toy.preference_data import write_toy_pairs
 from prefalign.toy.world import split_prompts
 from prefalign.training.metrics import read_metrics
@@ -51,14 +52,14 @@ def run_quickstart(out: Path, seed: int = 0, steps: int = 400, n_prompts: int = 
     console.print(f"wrote {data_path}")
 
     console.rule("2/3 DPO")
-    run = train_preference(cfg, console=console)
+    run = train_preference(cfg, console=console, overwrite=True)
 
     console.rule("3/3 evaluation on held-out prompts")
     _, held_out = split_prompts()
     prompts = random.Random(seed).sample(held_out, min(n_eval_prompts, len(held_out)))
-    tokenizer = AutoTokenizer.from_pretrained(str(run.outputs["model"]))
-    aligned = AutoModelForCausalLM.from_pretrained(str(run.outputs["model"]))
-    base = AutoModelForCausalLM.from_pretrained(str(TOY_BASE))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(run.outputs["model"]))
+    aligned = load_pretrained_model(AutoModelForCausalLM, str(run.outputs["model"]))
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
     ev = evaluate_policies({"aligned": aligned}, base, tokenizer, prompts, RewardJudge(gold_batch_reward, "gold"),
                            gold_batch_reward, seed=seed + 1)
     result = ev.policies[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A test that runs a folder's own code (with the flag) must not leave it in the user's module cache.
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="prefalign-hf-modules-")
 
 
 @pytest.fixture(autouse=True)

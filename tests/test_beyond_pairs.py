@@ -75,7 +75,7 @@ def test_joint_records_that_mix_strings_and_messages_are_located(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", [JOINT[1], bad])
     with pytest.raises(DataError) as err:
         load_examples(str(path), DataConfig(train=str(path)))
-    assert "row 1," in str(err.value) and "rejected_prompt" in str(err.value)
+    assert "line 2," in str(err.value) and "rejected_prompt" in str(err.value)
 
 
 def test_dove_is_dpo_on_joint_pairs_and_trains(tiny_model_dir, tmp_path):

@@ -51,7 +51,7 @@ def test_data_validate_error_mode_names_row(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "chosen": " a"}])
     result = runner.invoke(app, ["data", "validate", str(path), "--on-bad-row", "error", "--format", "standard"])
     assert result.exit_code == 2
-    assert "d.jsonl, row 0, field 'rejected': missing" in result.output
+    assert "d.jsonl, line 1, field 'rejected': missing" in result.output
 
 
 def test_train_runs_from_the_cli(tiny_model_dir, pairs_file, tmp_path):

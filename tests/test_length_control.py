@@ -107,11 +107,11 @@ def test_alpacaeval_files_are_read_with_nulls_skipped_and_errors_located(tmp_pat
     bad = tmp_path / "b.json"
     bad.write_text(json.dumps([{"instruction": "q", "output_1": "a", "output_2": "b", "generator_1": "base",
                                 "generator_2": "m", "preference": 3}]))
-    with pytest.raises(DataError, match=r"b.json, row 0, field 'preference'"):
+    with pytest.raises(DataError, match=r"b.json, record 1, field 'preference'"):
         read_annotations(bad)
     missing = tmp_path / "c.json"
     missing.write_text(json.dumps([{"instruction": "q", "output_1": "a"}]))
-    with pytest.raises(DataError, match="row 0, field 'output_2': missing"):
+    with pytest.raises(DataError, match="record 1, field 'output_2': missing"):
         read_annotations(missing)
 
 

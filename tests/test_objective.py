@@ -54,7 +54,7 @@ def test_wpo_statistic_matches_its_definition(setup):
 def test_missing_column_fails_before_training(tiny_model_dir, pairs_file, tmp_path):
     cfg = make_config(tiny_model_dir, pairs_file, tmp_path / "r")
     cfg.loss = [LossTerm(name="margin_weighted_dpo", column="margin")]
-    with pytest.raises(DataError, match=r"pairs.jsonl, row \d+, field 'margin': loss 'margin_weighted_dpo' needs"):
+    with pytest.raises(DataError, match=r"pairs.jsonl, line \d+, field 'margin': loss 'margin_weighted_dpo' needs"):
         train_preference(cfg)
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 

@@ -95,6 +95,6 @@ def test_eval_policies_reports_located_errors(tiny_model_dir, tmp_path):
     bad.write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
     result = runner.invoke(app, ["eval", "policies", "--policy", str(tiny_model_dir), "--baseline", str(tiny_model_dir),
                                  "--prompts", str(bad)])
-    assert result.exit_code == 2 and "row 1" in result.output and "prompt" in result.output
+    assert result.exit_code == 2 and "line 2" in result.output and "prompt" in result.output
     result = runner.invoke(app, ["eval", "policies", "--policy", str(tiny_model_dir), "--judge", "oracle"])
     assert result.exit_code == 2 and "oracle" in result.output

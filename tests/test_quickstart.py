@@ -12,7 +12,7 @@ SUMMARY_KEYS = {"base", "aligned", "win_rate", "win_rate_ci95", "kl", "steps", "
 
 
 def test_short_quickstart_writes_summary_and_report(tmp_path):
-    summary = run_quickstart(tmp_path, steps=30, n_prompts=300, n_eval_prompts=60, console=Console(quiet=True))
+    summary = run_quickstart(tmp_path, steps=30, n_prompts=120, n_eval_prompts=40, console=Console(quiet=True))
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary and SUMMARY_KEYS <= set(summary)
     assert {"gold_reward", "mean_length"} <= set(summary["base"]) and summary["steps"] == 30
@@ -39,13 +39,12 @@ def toy_pairs_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", [
-    {"name": "dpo", "beta": 0.1},
+@pytest.mark.parametrize("loss", [  # plain DPO (beta 0.1) is the default quickstart's, tested above
     {"name": "dpo", "beta": 0.1, "label_smoothing": 0.1},
     {"name": "robust_dpo", "beta": 0.1, "label_smoothing": 0.1},
     {"name": "ipo", "beta": 0.05},  # IPO regresses the margin onto 1/(2 beta) = 10 nats
     {"name": "hinge", "beta": 0.5},
-], ids=["dpo", "cdpo", "robust_dpo", "ipo", "hinge"])
+], ids=["cdpo", "robust_dpo", "ipo", "hinge"])
 def test_each_loss_raises_the_gold_reward(toy_pairs_file, tmp_path, loss):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -74,7 +74,7 @@ def test_missing_file(tmp_path):
 
 def test_non_object_row(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([PAIRS[0], [1, 2]]))
-    with pytest.raises(DataError, match=r"d.json, row 1: expected a record"):
+    with pytest.raises(DataError, match=r"d.json, record 2: expected a record"):
         records(tmp_path / "d.json")
 
 

@@ -75,6 +75,6 @@ def test_bad_reward_configs_and_missing_columns_are_clear_errors(data, tmp_path)
     assert result.exit_code == 2 and "must be even" in result.output
     result = runner.invoke(app, ["rm", "train", "model.name_or_path=toy", f"data.train={train}",
                                  "reward.margin_column=gap", f"trainer.output_dir={tmp_path / 'x'}"])
-    assert result.exit_code == 2 and "row 0, field 'gap'" in result.output
+    assert result.exit_code == 2 and "line 1, field 'gap'" in result.output
     result = runner.invoke(app, ["rm", "eval", str(held)])
     assert result.exit_code == 2 and "--model, or --policy" in result.output

@@ -136,6 +136,7 @@ def test_tdpo_trains_end_to_end_and_refuses_a_precomputed_reference(tiny_model_d
     metrics = read_metrics(train_preference(c).run_dir)
     assert metrics[-1]["tdpo/seq_kl_chosen"] > 0  # the policy has moved away from the reference
     c.reference = ReferenceConfig(kind="precomputed")
+    c.trainer.output_dir = str(tmp_path / "t2")
     with pytest.raises(ValueError, match="KL"):
         train_preference(c)
 

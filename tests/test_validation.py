@@ -27,7 +27,7 @@ def test_bad_pair_row_names_file_row_field(tmp_path, kind, row, field, words):
     path = write_jsonl(tmp_path / "train.jsonl", [GOOD, GOOD, row])
     with pytest.raises(DataError) as err:
         load_examples(str(path), DataConfig(format="standard"))
-    assert str(err.value).startswith(f"{path}, row 2, field '{field}'")
+    assert str(err.value).startswith(f"{path}, line 3, field '{field}'")
     assert words in str(err.value) and err.value.kind == kind
 
 
@@ -37,13 +37,13 @@ def test_bad_pair_row_skipped_and_counted(tmp_path, kind, row, field, words):
     loaded = load_examples(str(path), DataConfig(format="standard", on_bad_row="skip"))
     assert len(loaded.examples) == 2 and loaded.tally.counts == {kind: 1}
     summary = "\n".join(loaded.tally.summary_lines())
-    assert "3 rows read, 1 skipped" in summary and kind in summary and "row 1" in summary
+    assert "3 rows read, 1 skipped" in summary and kind in summary and "line 2" in summary
 
 
 def test_non_finite_score(tmp_path):
     row = {"prompt": "p", "completions": [{"response": "a", "score": math.nan}, {"response": "b", "score": 1}]}
     path = write_jsonl(tmp_path / "rated.jsonl", [row])
-    with pytest.raises(DataError, match=r"rated.jsonl, row 0, field 'completions\[0\].score': score is not finite"):
+    with pytest.raises(DataError, match=r"rated.jsonl, line 1, field 'completions\[0\].score': score is not finite"):
         load_examples(str(path), DataConfig())
     ranked = {"prompt": "p", "responses": ["a", "b"], "scores": [1.0, "inf"]}
     path = write_jsonl(tmp_path / "ranked.jsonl", [ranked])
@@ -54,7 +54,7 @@ def test_non_finite_score(tmp_path):
 def test_prompt_not_a_prefix_in_implicit_format(tmp_path):
     row = {"prompt": "Q: hello A:", "chosen": "Q: hi A: yes", "rejected": "Q: hi A: no"}
     path = write_jsonl(tmp_path / "hh.jsonl", [row])
-    with pytest.raises(DataError, match=r"hh.jsonl, row 0, field 'prompt': is not a prefix of chosen"):
+    with pytest.raises(DataError, match=r"hh.jsonl, line 1, field 'prompt': is not a prefix of chosen"):
         load_examples(str(path), DataConfig(format="implicit"))
     path = write_jsonl(tmp_path / "hh2.jsonl", [{"chosen": "yes", "rejected": "no"}])
     with pytest.raises(DataError, match="share no prompt"):
@@ -68,7 +68,7 @@ def test_sequence_over_max_length(tmp_path, tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     cfg = DataConfig(train=str(path), max_length=20, too_long="reject", eval_fraction=0)
-    with pytest.raises(DataError, match=r"train.jsonl, row 1: \d+ tokens exceed max_length=20"):
+    with pytest.raises(DataError, match=r"train.jsonl, line 2: \d+ tokens exceed max_length=20"):
         prepare_data(cfg, tok, 0)
     data = prepare_data(cfg.model_copy(update={"on_bad_row": "skip"}), tok, 0)
     assert len(data.train) == 2 and data.tally.counts == {"too_long": 1}

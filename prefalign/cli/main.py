@@ -8,12 +8,18 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from prefalign.config.loading import ConfigError, load_config
+
+if TYPE_CHECKING:  # the recipes import torch; the CLI loads them only inside the commands
+    from prefalign.data.readers import RawRecord
+    from prefalign.evaluation.judge_validation import CandidateReport, JudgeValidator, Selection
+    from prefalign.online.recipe import OnlineRun
+    from prefalign.training.preference import PreferenceRun
 
 app = typer.Typer(help="Align language models with preferences, end to end.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +43,15 @@ err_console = Console(stderr=True)
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
     help="Overrides as key.path=value, e.g. trainer.lr=1e-6 loss.0.beta=0.2 model.name_or_path=gpt2",
     show_default=False)]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="run the Python a model folder or hub repo ships (auto_map); only for sources you "
+    "trust. A run folder's own config never turns this on")]
+PickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="load pickle weights (pytorch_model.bin) where a folder has no safetensors; unpickling "
+    "can run code, so only for folders you trust")]
+ResumeOpt = Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")]
+OverwriteOpt = Annotated[bool, typer.Option(help="replace the run already in trainer.output_dir (its checkpoints, "
+                                                 "metrics and model)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; keys map to the schema "
                                                    "(see `prefalign config show`)")]
 
@@ -49,26 +64,66 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+SHOW_TRACEBACKS = {"on": False}
+
+
+def user_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """What bad input raises: each becomes one line and exit code 2 (`prefalign --debug` shows the traceback)."""
+    import csv
+
+    import jinja2
+    import yaml
+
+    from prefalign.data.errors import DataError
+    from prefalign.extras import MissingExtraError
+    from prefalign.training.loop import TrainingDiverged
+
+    ours = (ConfigError, DataError, TrainingDiverged, MissingExtraError, OSError, ValueError, RecursionError)
+    return ours, (yaml.YAMLError, csv.Error, jinja2.TemplateError)  # the second: library messages, named by type
+
+
 def friendly_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
-        from prefalign.data.errors import DataError
-        from prefalign.training.loop import TrainingDiverged
-
+        ours, libraries = user_errors()
         try:
             _quiet_libraries()
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, TrainingDiverged, FileNotFoundError, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except ours + libraries as exc:
+            if SHOW_TRACEBACKS["on"]:
+                raise
+            from rich.markup import escape
+
+            text = f"{type(exc).__name__}: {exc}" if isinstance(exc, libraries) else str(exc)
+            if isinstance(exc, RecursionError):
+                text = "input nested too deeply to read (RecursionError)"
+            err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False) -> None:
+    """Align language models with preferences, end to end."""
+    SHOW_TRACEBACKS["on"] = debug  # set on every invocation, so one --debug call does not leak into the next
+
+
+def print_done(run: PreferenceRun | OnlineRun) -> None:
+    """One line on the main process: steps, time and where the outputs went."""
+    if not run.main:
+        return
+    loop = run.loop
+    skipped = (f"; {loop.skipped_steps} of {loop.steps} steps skipped (a non-finite loss, gradient or update: "
+               "see metrics.jsonl)" if loop.skipped_steps else "")
+    console.print(f"done: {loop.steps} steps in {loop.seconds:.0f}s{skipped}; "
+                  + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+
+
 @app.command()
 @friendly_errors
 def train(config: ConfigOpt = None, overrides: OverridesArg = None,
-          resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")] = False) -> None:
+          resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Preference optimisation (DPO, IPO, cDPO/robust DPO, hinge, + SFT term) with one plain training loop.
 
     Writes trainer.output_dir/{metrics.jsonl, checkpoints/, model/ (and adapter/ for LoRA), config.yaml}.
@@ -76,16 +131,14 @@ def train(config: ConfigOpt = None, overrides: OverridesArg = None,
     from prefalign.training.preference import train_preference
 
     cfg = load_config(config, overrides or [])
-    run = train_preference(cfg, resume=resume, console=console)
-    if run.main:
-        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
-                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+    run = train_preference(cfg, resume=resume, console=console, overwrite=overwrite)
+    print_done(run)
 
 
 @app.command()
 @friendly_errors
 def online(config: ConfigOpt = None, overrides: OverridesArg = None,
-           resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")] = False) -> None:
+           resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Online preference optimisation: sample from the current policy, score, learn from the pairs (online DPO).
 
     Writes trainer.output_dir/{rollouts.jsonl, metrics.jsonl, checkpoints/, model/, config.yaml}.
@@ -94,16 +147,14 @@ def online(config: ConfigOpt = None, overrides: OverridesArg = None,
     from prefalign.online.recipe import train_online
 
     cfg = load_config(config, overrides or [], schema=OnlineTrainConfig)
-    run = train_online(cfg, resume=resume, console=console)
-    if run.main:
-        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
-                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+    run = train_online(cfg, resume=resume, console=console, overwrite=overwrite)
+    print_done(run)
 
 
 @app.command()
 @friendly_errors
 def rl(config: ConfigOpt = None, overrides: OverridesArg = None,
-       resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")] = False) -> None:
+       resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Reinforcement learning from the policy's own samples: GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO,
     REINFORCE++, PPO (examples/rl/).
 
@@ -113,10 +164,8 @@ def rl(config: ConfigOpt = None, overrides: OverridesArg = None,
     from prefalign.rl.recipe import train_rl
 
     cfg = load_config(config, overrides or [], schema=RLTrainConfig)
-    run = train_rl(cfg, resume=resume, console=console)
-    if run.main:
-        console.print(f"done: {run.loop.steps} steps ({run.loop.skipped_steps} skipped) in {run.loop.seconds:.0f}s; "
-                      + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
+    run = train_rl(cfg, resume=resume, console=console, overwrite=overwrite)
+    print_done(run)
 
 
 @app.command()
@@ -211,15 +260,15 @@ def modpo_sweep(out: Annotated[Path, typer.Option(help="run folder")] = Path("ru
 @rm_app.command("train")
 @friendly_errors
 def rm_train(config: ConfigOpt = None, overrides: OverridesArg = None,
-             resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint")] = False) -> None:
+             resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Train a reward model (Bradley-Terry, several objectives, gpm or pal head). Writes
-    trainer.output_dir/{reward_model/, metrics.jsonl, summary.json}.
+    trainer.output_dir/{reward_model/, metrics.jsonl, summary.json, config.yaml}.
     Example: prefalign rm train model.name_or_path=toy data.train=pairs.jsonl reward.center=0.01"""
     from prefalign.config.schema import RewardTrainConfig
     from prefalign.rewards.train import train_reward_model
 
     cfg = load_config(config, overrides or [], schema=RewardTrainConfig)
-    run = train_reward_model(cfg, resume=resume, console=console)
+    run = train_reward_model(cfg, resume=resume, console=console, overwrite=overwrite)
     if run.eval:  # rank 0 (the others return no summary)
         console.print(f"done: {run.loop.steps} steps; {run.model_dir}; held out: {json.dumps(run.eval)}")
 
@@ -238,12 +287,13 @@ def _weights(text: str | None) -> list[float] | None:
 def rm_score(model: Annotated[Path, typer.Argument(help="reward model folder (reward_model/ of a run)")],
              data: Annotated[str, typer.Argument(help="preference data (any pairwise format)")],
              out: Annotated[Path, typer.Option(help="JSONL: one margin per pair")] = Path("scores.jsonl"),
-             weights: WeightsOpt = None, max_length: int = 512) -> None:
+             weights: WeightsOpt = None, max_length: int = 512, trust_remote_code: TrustCodeOpt = False) -> None:
     """Score every pair of DATA: margin = how strongly the model prefers the chosen response."""
     from prefalign.atomic_files import write_text_atomic
     from prefalign.rewards.evaluate import score_with_reward_model
 
-    scored = score_with_reward_model(str(model), data, max_length, weights=_weights(weights))
+    scored = score_with_reward_model(str(model), data, max_length, weights=_weights(weights),
+                                     trust_remote_code=trust_remote_code)
     write_text_atomic(out, "".join(json.dumps({"row": p.ref.row, "margin": float(m)}) + "\n"
                                    for p, m in zip(scored.pairs, scored.margins)))
     console.print(f"{len(scored.pairs)} pairs scored -> {out}")
@@ -257,15 +307,17 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
             reference: Annotated[Optional[str], typer.Option(help="the policy's reference model")] = None,
             beta: float = 0.1, weights: WeightsOpt = None, max_length: int = 512,
             sections: Annotated[Optional[Path], typer.Option(help="JSON {section: [subsets]} (RewardBench-style)")] = None,
-            json_out: JsonOpt = None) -> None:
+            json_out: JsonOpt = None, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
     """Accuracy (overall, per subset, per section), calibration (ECE), and for a policy its ranking accuracy."""
     from prefalign.atomic_files import write_text_atomic
     from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model, summarize
 
     if (model is None) == (policy is None) or (policy is not None and reference is None):
         raise ValueError("give either --model, or --policy with --reference")
-    scored = (score_with_reward_model(str(model), data, max_length, weights=_weights(weights)) if model
-              else score_with_implicit_reward(policy, reference, data, beta, max_length))
+    scored = (score_with_reward_model(str(model), data, max_length, weights=_weights(weights),
+                                      trust_remote_code=trust_remote_code) if model
+              else score_with_implicit_reward(policy, reference, data, beta, max_length,
+                                              trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
     summary = summarize(scored, json.loads(sections.read_text()) if sections else None)
     console.print_json(json.dumps(summary))
     if json_out:
@@ -283,7 +335,11 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
 @friendly_errors
 def judges_validate(outputs: Annotated[Path, typer.Argument(help="JSONL of {prompt, output}; row i is output i")],
                     grades: Annotated[Path, typer.Argument(help="JSONL of {index, pass}, in the order they were given")],
-                    candidates: Annotated[Path, typer.Argument(help="YAML list of candidate evaluators")],
+                    candidates: Annotated[Path, typer.Argument(help="YAML list of candidate evaluators; it is code: "
+                                                                    "its entries load models and call functions")],
+                    code: Annotated[Optional[list[Path]], typer.Option(help="a Python file whose functions `python: "
+                                                                          "FILE.py:function` candidates may call "
+                                                                          "(repeatable); nothing else is called")] = None,
                     min_coverage: float = 0.8, max_false_failure_rate: float = 0.2,
                     every: Annotated[int, typer.Option(help="re-rank after every N grades (0: only at the end)")] = 0,
                     json_out: JsonOpt = None) -> None:
@@ -292,28 +348,21 @@ def judges_validate(outputs: Annotated[Path, typer.Argument(help="JSONL of {prom
     import yaml
     from rich.table import Table
 
-    from prefalign.atomic_files import write_text_atomic
     from prefalign.data.readers import read_records
     from prefalign.evaluation.judge_validation import JudgeValidator, load_candidates
 
-    rows = [r.fields for r in read_records(str(outputs), "train")]
-    for i, row in enumerate(rows):
+    records = list(read_records(str(outputs), "train"))
+    for record in records:
         for key in ("prompt", "output"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{outputs}, row {i}, field {key!r}: expected a string")
+            if not isinstance(record.fields.get(key), str):
+                raise ValueError(f"{record.ref}, field {key!r}: expected a string")
+    rows = [r.fields for r in records]
     specs = yaml.safe_load(candidates.read_text())
     if not isinstance(specs, list):
         raise ValueError(f"{candidates}: expected a YAML list of candidates")
-    validator = JudgeValidator(load_candidates(specs, str(candidates)), [r["prompt"] for r in rows],
+    validator = JudgeValidator(load_candidates(specs, str(candidates), code), [r["prompt"] for r in rows],
                                [r["output"] for r in rows])
-    history = []
-    graded = [r.fields for r in read_records(str(grades), "train")]
-    for i, g in enumerate(graded):
-        if not isinstance(g.get("index"), int) or not isinstance(g.get("pass"), bool):
-            raise ValueError(f"{grades}, row {i}: expected {{index: int, pass: bool}}, got {g}")
-        validator.grade(g["index"], g["pass"])
-        if (every and (i + 1) % every == 0) or i + 1 == len(graded):
-            history.append({"grades": i + 1, "ranking": [r.name for r in validator.reports()]})
+    history = _grade_in_order(validator, list(read_records(str(grades), "train")), every)
     reports = validator.reports()
     selection = validator.select(min_coverage, max_false_failure_rate)
     table = Table(title=f"{len(validator.grades)} graded outputs")
@@ -330,19 +379,36 @@ def judges_validate(outputs: Annotated[Path, typer.Argument(help="JSONL of {prom
         for h in history:
             console.print(f"after {h['grades']} grades: {' > '.join(h['ranking'])}")
     if json_out:
-        from prefalign.evaluation import plots
-        from prefalign.evaluation.report import write_report
+        _write_judge_report(json_out, reports, selection, history, len(validator.grades))
 
-        figures = {"candidates": [r.as_dict() for r in reports], "selection": selection.__dict__, "history": history}
-        write_text_atomic(json_out, json.dumps(figures, indent=2))
-        alignment = plots.table(["candidate", "coverage", "false failures", "alignment", "accuracy", "kappa"],
-                                [[r.name, r.coverage, r.false_failure_rate, r.alignment, r.accuracy, r.kappa]
-                                 for r in reports])
-        ranking = plots.table(["grades", "ranking"], [[h["grades"], " > ".join(h["ranking"])] for h in history])
-        write_report(json_out.with_suffix(".html"), "prefalign judges validate", {
-            "graded": len(validator.grades), "selected": ", ".join(selection.names), "meets_thresholds":
-            selection.meets_thresholds}, sections=[("Judge alignment with the human grades", alignment),
-                                                   ("Ranking as grades arrived", ranking)])
+
+def _grade_in_order(validator: JudgeValidator, graded: list[RawRecord], every: int) -> list[dict]:
+    """Feed the grades as they were given; the ranking after every `every` grades and at the end."""
+    history = []
+    for i, record in enumerate(graded):
+        g = record.fields
+        if not isinstance(g.get("index"), int) or not isinstance(g.get("pass"), bool):
+            raise ValueError(f"{record.ref}: expected {{index: int, pass: bool}}, got {g}")
+        validator.grade(g["index"], g["pass"])
+        if (every and (i + 1) % every == 0) or i + 1 == len(graded):
+            history.append({"grades": i + 1, "ranking": [r.name for r in validator.reports()]})
+    return history
+
+
+def _write_judge_report(json_out: Path, reports: list[CandidateReport], selection: Selection, history: list[dict], graded: int) -> None:
+    from prefalign.atomic_files import write_text_atomic
+    from prefalign.evaluation import plots
+    from prefalign.evaluation.report import write_report
+
+    figures = {"candidates": [r.as_dict() for r in reports], "selection": selection.__dict__, "history": history}
+    write_text_atomic(json_out, json.dumps(figures, indent=2))
+    alignment = plots.table(["candidate", "coverage", "false failures", "alignment", "accuracy", "kappa"],
+                            [[r.name, r.coverage, r.false_failure_rate, r.alignment, r.accuracy, r.kappa]
+                             for r in reports])
+    ranking = plots.table(["grades", "ranking"], [[h["grades"], " > ".join(h["ranking"])] for h in history])
+    write_report(json_out.with_suffix(".html"), "prefalign judges validate", {
+        "graded": graded, "selected": ", ".join(selection.names), "meets_thresholds": selection.meets_thresholds},
+        sections=[("Judge alignment with the human grades", alignment), ("Ranking as grades arrived", ranking)])
 
 
 def _eval_prompts(source: str, n: int, seed: int) -> list[str]:
@@ -391,7 +457,7 @@ def eval_policies(policy: Annotated[list[str], typer.Option(help="NAME=PATH: a m
                                                                         "{output_1}, {output_2}")] = None,
                   prompts: Annotated[str, typer.Option(help="toy (held-out toy prompts) or a file with a prompt field")] = "toy",
                   n_prompts: int = 200, max_new_tokens: int = 48, temperature: float = 1.0, seed: int = 0,
-                  weights: WeightsOpt = None,
+                  weights: WeightsOpt = None, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False,
                   out: Annotated[Path, typer.Option(help="folder for eval.json, samples.jsonl, report.html")] = Path("runs/eval")) -> None:
     """Sample every policy and the baseline on the same prompts with the same settings, judge each policy's
     responses against the baseline's: win rate with a bootstrap CI, LC win rate, mean reward, length, KL, and
@@ -407,10 +473,11 @@ def eval_policies(policy: Annotated[list[str], typer.Option(help="NAME=PATH: a m
     reward_spec = reward or (judge if not judge.startswith("lm:") else None)
     batch_reward = parse_reward(reward_spec, w)[0] if reward_spec else None
     paths = _policies(policy)
-    tokenizer = inference_tokenizer(baseline)
-    models = {name: load_for_inference(path) for name, path in paths.items()}
-    ev = evaluate_policies(models, load_for_inference(baseline), tokenizer, _eval_prompts(prompts, n_prompts, seed),
-                           the_judge, batch_reward, load_for_inference(reference) if reference else None, seed=seed,
+    tokenizer = inference_tokenizer(baseline, trust_remote_code)
+    load = functools.partial(load_for_inference, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    models = {name: load(path) for name, path in paths.items()}
+    ev = evaluate_policies(models, load(baseline), tokenizer, _eval_prompts(prompts, n_prompts, seed),
+                           the_judge, batch_reward, load(reference) if reference else None, seed=seed,
                            max_new_tokens=max_new_tokens, temperature=temperature)
     written = write_evaluation(out, ev, f"prefalign eval: {', '.join(paths)} against {baseline}")
     table = Table(title=f"{ev.policies[0].n_prompts} prompts, judged by {ev.judge} against {baseline}")
@@ -483,7 +550,8 @@ def decode(strategy: Annotated[str, typer.Option(help="sample | best-of-n | reje
            baseline: Annotated[Optional[str], typer.Option(help="Transfer Q*: the baseline model for rollouts")] = None,
            k: int = 10, weight: float = 1.0, block: int = 8, horizon: int = 16, guidance_scale: float = 1.5,
            negative_prompt: str = "", threshold: float = 1.0, greedy: bool = False, max_new_tokens: int = 48,
-           seed: int = 0, weights: WeightsOpt = None,
+           seed: int = 0, weights: WeightsOpt = None, trust_remote_code: TrustCodeOpt = False,
+           allow_pickle: PickleOpt = False,
            out: Annotated[Path, typer.Option(help="JSONL of prompt, completion, gold/scorer reward")] = Path("runs/decode.jsonl")) -> None:
     """Steer a frozen model at inference with rewards, values or self-consistency; the weights never change."""
     import time
@@ -496,15 +564,16 @@ def decode(strategy: Annotated[str, typer.Option(help="sample | best-of-n | reje
     from prefalign.evaluation.pairwise_judges import parse_reward
     from prefalign.models.loading import inference_tokenizer, load_for_inference
 
-    tok = inference_tokenizer(model)
+    tok = inference_tokenizer(model, trust_remote_code)
+    load = functools.partial(load_for_inference, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     values = []
     for spec in value or []:
         path, _, w = spec.partition("=")
         values.append((load_value_model(path), float(w) if w else 1.0))
     text_score = parse_reward(scorer, _weights(weights))[0] if scorer else None
-    setup = DecodeSetup(load_for_inference(model), tok, score=text_score,
+    setup = DecodeSetup(load(model), tok, score=text_score,
                         reward_model=PrefixScorer.from_reward_model(str(reward_model), _weights(weights)) if reward_model else None,
-                        values=values, baseline=load_for_inference(baseline) if baseline else None, k=k, weight=weight,
+                        values=values, baseline=load(baseline) if baseline else None, k=k, weight=weight,
                         block=block, horizon=horizon, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
                         threshold=threshold, greedy=greedy, max_new_tokens=max_new_tokens, seed=seed)
     chosen = _eval_prompts(prompts, n_prompts, seed)

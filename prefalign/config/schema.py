@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # trainer.lr=.inf or a .nan weight would train for nothing and export NaN weights: refused here.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraSettings(Strict):
@@ -32,7 +33,10 @@ class ModelConfig(Strict):
     revision: str | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     attn_implementation: str | None = Field(None, description="sdpa, eager, flash_attention_2, ...")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run the model folder's own Python (auto_map); only for "
+                                    "folders you trust")
+    allow_pickle: bool = Field(False, description="load pickle weights (pytorch_model.bin) when a folder has no "
+                               "safetensors; unpickling can run code")
     gradient_checkpointing: bool = False
     lora: LoraSettings | None = None
 
@@ -81,7 +85,7 @@ class LossTerm(BaseModel):
     The parameters are checked against the named loss's own schema when the loss is built.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str
     weight: float = 1.0
@@ -114,6 +118,9 @@ class TrainerConfig(Strict):
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: none")
     keep_last: int = Field(2, gt=0)
     max_bad_steps: int = Field(5, gt=0, description="stop after this many non-finite steps in a row")
+    on_nonfinite_update: Literal["undo", "stop"] = Field(
+        "undo", description="a step whose updated weights are not finite: undo it from a copy taken before each "
+        "step (memory: the trained parameters and their optimizer state once more) or stop the run")
     sinks: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(["jsonl"], description="metrics.jsonl is always written")
     wandb_project: str = "prefalign"
     progress: bool = True

@@ -8,17 +8,19 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class RowRef:
-    """Where an example came from: a file (or dataset name) and a 0-based row index."""
+    """Where an example came from: a file (or dataset name), its 0-based row index, and for line-based files
+    (JSONL, CSV) the 1-based line an editor shows. Messages count from 1 either way."""
 
     source: str
     row: int
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.source}, row {self.row}"
+        return f"{self.source}, line {self.line}" if self.line is not None else f"{self.source}, record {self.row + 1}"
 
 
 class DataError(ValueError):
-    """Bad input, located: `train.jsonl, row 17, field 'chosen': response is empty`."""
+    """Bad input, located: `train.jsonl, line 18, field 'chosen': response is empty`."""
 
     def __init__(self, where: RowRef | str, field_name: str | None, reason: str, kind: str = "invalid") -> None:
         self.where = where

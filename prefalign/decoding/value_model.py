@@ -26,6 +26,7 @@ from transformers import AutoModel
 from prefalign.atomic_files import replace_dir
 from prefalign.decoding.guidance import PrefixScorer
 from prefalign.decoding.sampling import Sample, sample
+from prefalign.models.pretrained import load_pretrained_model
 
 
 @dataclass
@@ -43,7 +44,7 @@ def collect_rollouts(model: torch.nn.Module, tokenizer: object, prompts: list[st
 
 def new_value_model(body_from: str) -> PrefixScorer:
     """A value model on the body of a causal LM (its weights as the starting point), head at zero."""
-    body = AutoModel.from_pretrained(body_from)
+    body = load_pretrained_model(AutoModel, str(body_from))
     head = torch.nn.Linear(body.config.hidden_size, 1)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -109,7 +110,7 @@ def save_value_model(model: PrefixScorer, tokenizer: object, out: Path) -> Path:
 
 
 def load_value_model(folder: str | Path) -> PrefixScorer:
-    body = AutoModel.from_pretrained(Path(folder) / "body")
+    body = load_pretrained_model(AutoModel, str(Path(folder) / "body"))
     head = torch.nn.Linear(body.config.hidden_size, 1)
     head.load_state_dict(load_file(Path(folder) / "head.safetensors"))
     return PrefixScorer(body, head).eval()

@@ -36,6 +36,7 @@ from prefalign.decoding.value_model import collect_rollouts, new_value_model, tr
 from prefalign.evaluation.pairwise_judges import compare, gold_batch_reward
 from prefalign.evaluation.policy_eval import completion_logps
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.toy.world import parse_prompt, split_prompts
 
 # (row name, strategy, setup overrides)
@@ -83,7 +84,7 @@ def _reward_model(out: Path, pairs: Path, seed: int) -> PrefixScorer:
         model=ModelConfig(name_or_path="toy"), data=DataConfig(train=str(pairs), eval_fraction=0.05, max_length=96),
         reward=RewardConfig(center=0.01), trainer=TrainerConfig(output_dir=str(out / "rm"), max_steps=150, batch_size=16,
                                                              lr=3e-4, schedule="constant", progress=False, seed=seed)),
-        console=Console(quiet=True))
+        console=Console(quiet=True), overwrite=True)
     return PrefixScorer.from_reward_model(str(run.model_dir))
 
 
@@ -93,8 +94,8 @@ def _dpo_policy(out: Path, seed: int) -> tuple[torch.nn.Module, Path]:
     from prefalign.training.preference import train_preference
 
     pairs = write_toy_pairs(out / "data", seed=seed, n_prompts=1200)
-    run = train_preference(quickstart_config(out, seed, steps=200), console=Console(quiet=True))
-    return AutoModelForCausalLM.from_pretrained(str(run.outputs["model"])).eval(), pairs
+    run = train_preference(quickstart_config(out, seed, steps=200), console=Console(quiet=True), overwrite=True)
+    return load_pretrained_model(AutoModelForCausalLM, str(run.outputs["model"])).eval(), pairs
 
 
 def _nll(model: torch.nn.Module, samples: list[Sample], pad: int) -> float:
@@ -111,8 +112,8 @@ def build_table(out: Path, n_prompts: int = 60, seed: int = 0, console: Console 
     console = console or Console()
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(TOY_BASE)
-    base = AutoModelForCausalLM.from_pretrained(TOY_BASE).eval()
+    tok = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE)).eval()
     train_prompts, held = split_prompts()
     rng = random.Random(seed)
     prompts = rng.sample(held, n_prompts)

@@ -18,6 +18,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
@@ -182,20 +183,38 @@ def llm_judge_candidate(name: str, model: object, tokenizer: object, template: s
     return Candidate(name, "llm", fails)
 
 
-def load_candidates(specs: list[dict], source: str = "candidates") -> list[Candidate]:
-    """Candidates from config entries: {name, regex, fail_if}, {name, python: "module:function"} (returns True
-    when an output passes), {name, gold: toy, threshold}, {name, reward_model: folder, threshold},
-    {name, llm: model, template, pass_word, fail_word}."""
-    import importlib
+def function_from_file(spec: str, code_files: list[Path], base: Path) -> Callable[[str, str], bool]:
+    """`FILE.py:function`, where FILE (relative to `base`, the candidates file's folder) is one of the files the
+    user named on the command line: a candidates file is code, and may call nothing else."""
+    import importlib.util
 
+    file, _, attr = spec.rpartition(":")
+    path = (base / file).resolve()
+    allowed = {Path(f).resolve() for f in code_files}
+    if not file.endswith(".py") or path not in allowed:
+        named = ", ".join(str(f) for f in code_files) or "none"
+        raise ValueError(f"python candidate {spec!r}: it must name FILE.py:function with FILE given by --code "
+                         f"(files given: {named}); importable modules are not called")
+    module_spec = importlib.util.spec_from_file_location(f"prefalign_candidates_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, attr, None)):
+        raise ValueError(f"python candidate {spec!r}: {path} defines no function {attr!r}")
+    return getattr(module, attr)
+
+
+def load_candidates(specs: list[dict], source: str = "candidates", code_files: list[Path] | None = None) -> list[Candidate]:
+    """Candidates from config entries: {name, regex, fail_if}, {name, python: "FILE.py:function"} (returns True
+    when an output passes; FILE must be one the user named with --code), {name, gold: toy, threshold},
+    {name, reward_model: folder, threshold}, {name, llm: model, template, pass_word, fail_word}."""
     out = []
     for i, spec in enumerate(specs):
         name = spec.get("name", f"candidate_{i}")
         if "regex" in spec:
             out.append(regex_candidate(name, spec["regex"], spec.get("fail_if", "match")))
         elif "python" in spec:
-            module, _, attr = spec["python"].partition(":")
-            out.append(predicate_candidate(name, getattr(importlib.import_module(module), attr)))
+            function = function_from_file(str(spec["python"]), code_files or [], Path(source).resolve().parent)
+            out.append(predicate_candidate(name, function))
         elif "gold" in spec:
             from prefalign.toy.gold_reward import gold_reward
 

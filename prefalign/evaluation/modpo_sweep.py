@@ -21,6 +21,7 @@ from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import LossTerm, TrainConfig
 from prefalign.decoding.sampling import sample
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.quickstart import quickstart_config
 from prefalign.toy.gold_reward import brevity_reward, gold_reward
 from prefalign.toy.preference_data import write_toy_pairs
@@ -47,8 +48,8 @@ def pareto_front(points: list[SweepPoint]) -> list[SweepPoint]:
 
 
 def score_policy(model_dir: Path | str, prompts: list[str], objectives: dict[str, Reward], seed: int) -> dict[str, float]:
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = load_pretrained_model(AutoModelForCausalLM, str(model_dir))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(model_dir))
     texts = [s.text for per_prompt in sample(model, tokenizer, prompts, n=1, seed=seed) for s in per_prompt]
     return {name: float(np.mean([fn(p, t) for p, t in zip(prompts, texts)])) for name, fn in objectives.items()}
 
@@ -67,7 +68,7 @@ def sweep_modpo(base: TrainConfig, preference: str, others: list[str], preferenc
         cfg.loss = [LossTerm(name="modpo", beta=beta, preference_weight=w,
                              others={name: weights[name] for name in others})]
         console.rule(f"MODPO weights {weights}")
-        run = train_preference(cfg, console=Console(quiet=True))
+        run = train_preference(cfg, console=Console(quiet=True), overwrite=True)
         points.append(SweepPoint(weights, score_policy(run.outputs["model"], prompts, objectives, cfg.trainer.seed + 1)))
     points = pareto_front(points)
     write_text_atomic(out / "front.json", json.dumps([asdict(p) for p in points], indent=2))

@@ -26,6 +26,7 @@ from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import OnlineTrainConfig, TrainConfig
 from prefalign.evaluation.policy_eval import compare_policies
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.online.recipe import train_online
 from prefalign.toy.gold_reward import gold_reward
 from prefalign.toy.preference_data import write_toy_pairs
@@ -43,7 +44,7 @@ def run_offline(root: Path, seed: int, steps: int) -> tuple[Path, int]:
                                       "data": {"train": str(data), "eval_fraction": 0.0, "max_length": 256},
                                       "trainer": TRAINER | {"output_dir": str(root / "run"), "max_steps": steps,
                                                             "seed": seed}})
-    return train_preference(cfg).outputs["model"], n_prompts * 4
+    return train_preference(cfg, overwrite=True).outputs["model"], n_prompts * 4
 
 
 def run_online(root: Path, seed: int, steps: int, scorer: str) -> tuple[Path, int]:
@@ -51,7 +52,7 @@ def run_online(root: Path, seed: int, steps: int, scorer: str) -> tuple[Path, in
                                             "online": {"samples": 4, "scorer": scorer, "noise": 0.5},
                                             "trainer": TRAINER | {"output_dir": str(root / "run"), "max_steps": steps,
                                                                   "seed": seed}})
-    run = train_online(cfg)
+    run = train_online(cfg, overwrite=True)
     return run.outputs["model"], int(read_metrics(run.run_dir)[-1]["online/labels"])
 
 
@@ -61,8 +62,8 @@ METHODS = {"offline": run_offline,
 
 
 def measure(seeds: list[int], steps: int, n_eval: int) -> list[dict]:
-    tokenizer = AutoTokenizer.from_pretrained(str(TOY_BASE))
-    base = AutoModelForCausalLM.from_pretrained(str(TOY_BASE))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
     prompts = split_prompts()[1][:n_eval]
     rows = []
     for seed in seeds:
@@ -71,7 +72,7 @@ def measure(seeds: list[int], steps: int, n_eval: int) -> list[dict]:
                 t0 = time.perf_counter()
                 model_dir, labels = run(Path(tmp), seed, steps)
                 seconds = time.perf_counter() - t0
-                policy = AutoModelForCausalLM.from_pretrained(str(model_dir))
+                policy = load_pretrained_model(AutoModelForCausalLM, str(model_dir))
             c = compare_policies(policy, base, tokenizer, prompts, gold_reward, seed=seed)
             rows.append({"method": name, "seed": seed, "steps": steps, "labels": labels, "seconds": seconds,
                          "gold_reward": c.policy_reward, "base_gold_reward": c.baseline_reward, "win_rate": c.win_rate,

@@ -25,7 +25,7 @@ def train_proxy(root: Path, n_pairs: int, seed: int) -> tuple[Path, dict]:
         "model": {"name_or_path": "toy"}, "data": {"train": str(train), "eval": str(held), "max_length": 96},
         "trainer": {"output_dir": str(root / "rm"), "max_steps": 100, "batch_size": 16, "lr": 3e-4,
                     "schedule": "constant", "progress": False, "seed": seed}})
-    run = train_reward_model(cfg)
+    run = train_reward_model(cfg, overwrite=True)
     return run.model_dir, run.eval
 
 
@@ -37,7 +37,7 @@ def run_against_proxy(root: Path, proxy: Path, steps: int, seed: int) -> list[di
                "kl": {"coef": 1e-4, "estimator": "k3", "placement": "loss"}},
         "trainer": {"output_dir": str(root / "rl"), "max_steps": steps, "batch_size": 16, "lr": 3e-4,
                     "schedule": "constant", "progress": False, "seed": seed}})
-    train_rl(cfg)
+    train_rl(cfg, overwrite=True)
     return [{"step": m["step"], "kl": m["rl/kl_policy"], "proxy": m[f"rl/reward/rm:{proxy}"],
              "gold": m["rl/reward/gold"]} for m in read_metrics(root / "rl")]
 

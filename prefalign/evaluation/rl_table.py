@@ -28,6 +28,7 @@ from prefalign.decoding.self_consistency import first_number
 from prefalign.evaluation.overoptimisation import plot, run_against_proxy, smooth, train_proxy
 from prefalign.evaluation.policy_eval import compare_policies
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.rl.recipe import train_rl
 from prefalign.toy.world import parse_prompt, split_prompts
 from prefalign.training.metrics import read_metrics
@@ -57,14 +58,14 @@ def run_method(name: str, out: Path, steps: int, seed: int) -> tuple[Path, list[
                                                   f"trainer.output_dir={out}", "trainer.progress=false",
                                                   "trainer.save_every=0"], schema=RLTrainConfig)
     t0 = time.perf_counter()
-    run = train_rl(cfg)
+    run = train_rl(cfg, overwrite=True)
     return run.outputs["model"], read_metrics(run.run_dir), time.perf_counter() - t0
 
 
 def measure(runs: list[tuple[str, int]], seed: int, with_base: bool = True) -> list[dict]:
     """One row per (method, steps), after the base's row."""
-    tokenizer = AutoTokenizer.from_pretrained(str(TOY_BASE))
-    base = AutoModelForCausalLM.from_pretrained(str(TOY_BASE))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
     held_out, train = arithmetic_prompts()
     train = train[:200]
     rows = []
@@ -75,7 +76,7 @@ def measure(runs: list[tuple[str, int]], seed: int, with_base: bool = True) -> l
     for name, steps in runs:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir, metrics, seconds = run_method(name, Path(tmp) / "run", steps, seed)
-            policy = AutoModelForCausalLM.from_pretrained(str(model_dir))
+            policy = load_pretrained_model(AutoModelForCausalLM, str(model_dir))
         c = compare_policies(policy, base, tokenizer, held_out, verifier, seed=seed)
         tail = metrics[-10:]
         rows.append({"method": name, "steps": steps, "held_out_accuracy": greedy_accuracy(policy, tokenizer, held_out),

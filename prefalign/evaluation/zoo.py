@@ -23,6 +23,7 @@ from prefalign.data.collate import fixed_batches
 from prefalign.evaluation.policy_eval import compare_policies
 from prefalign.losses.registry import build_losses
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.quickstart import quickstart_config
 from prefalign.toy.gold_reward import gold_reward
@@ -150,8 +151,8 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
     data = write_toy_pairs(out / "data", seed=seed, n_prompts=n_prompts)
-    tokenizer = AutoTokenizer.from_pretrained(str(TOY_BASE))
-    base = AutoModelForCausalLM.from_pretrained(str(TOY_BASE))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
     prompts = random.Random(seed).sample(split_prompts()[1], n_eval_prompts)
     baseline_reward = None
     # Preference accuracy is measured on held-out *pairs* whatever a loss consumes (pairs, lists, labels);
@@ -173,8 +174,8 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
         cfg.trainer.progress = False
         start = time.perf_counter()
         try:
-            run = train_preference(cfg, console=Console(quiet=True))
-            policy = AutoModelForCausalLM.from_pretrained(str(run.outputs["model"]))
+            run = train_preference(cfg, console=Console(quiet=True), overwrite=True)
+            policy = load_pretrained_model(AutoModelForCausalLM, str(run.outputs["model"]))
             acc = preference_accuracy(policy, base, held_out_pairs, tokenizer.pad_token_id)
             cmp = compare_policies(policy, base, tokenizer, prompts, gold_reward, seed=seed + 1)
             baseline_reward = cmp.baseline_reward

@@ -47,7 +47,7 @@ KINDS = ("pairwise", "ranking", "unpaired", "policy")
 
 
 class LossParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # beta=.inf is a config error
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from prefalign.config.schema import LoraSettings, ModelConfig, TrainConfig
+from prefalign.config.schema import LoraSettings, ModelConfig
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 
 TOY_BASE = Path(__file__).resolve().parent.parent / "toy" / "assets" / "base"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -25,8 +26,8 @@ def resolve_path(name_or_path: str) -> str:
 
 
 def load_tokenizer(cfg: ModelConfig) -> object:
-    tok = AutoTokenizer.from_pretrained(resolve_path(cfg.name_or_path), revision=cfg.revision,
-                                        trust_remote_code=cfg.trust_remote_code)
+    tok = load_pretrained_files(AutoTokenizer, resolve_path(cfg.name_or_path), revision=cfg.revision,
+                                trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token_id is None:
         # Padding positions are masked out everywhere, so any token serves; EOS is the usual choice.
         tok.pad_token = tok.eos_token
@@ -34,10 +35,11 @@ def load_tokenizer(cfg: ModelConfig) -> object:
 
 
 def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrainedModel:
-    kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path or cfg.name_or_path), **kwargs)
+    model = load_pretrained_model(AutoModelForCausalLM, resolve_path(name_or_path or cfg.name_or_path),
+                                  trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, **kwargs)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -58,25 +60,30 @@ def load_policy(cfg: ModelConfig) -> PreTrainedModel:
     return add_lora(model, cfg.lora) if cfg.lora else model
 
 
-def inference_tokenizer(path: str) -> object:
+def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
     """The tokenizer of a model folder, hub id, `toy`, or run folder (its `model/`)."""
     folder = Path(resolve_path(path))
-    return AutoTokenizer.from_pretrained(str(folder / "model" if (folder / "model").is_dir() else folder))
+    folder = folder / "model" if (folder / "model").is_dir() else folder
+    return load_pretrained_files(AutoTokenizer, str(folder), trust_remote_code=trust_remote_code)
 
 
-def load_for_inference(path: str) -> PreTrainedModel:
+def load_for_inference(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> PreTrainedModel:
     """A trained policy by where it lies: a model folder, hub id or `toy`; a run folder (its `model/`); or one
     checkpoint of a run (`RUN/checkpoints/step-N`: the run's config.yaml rebuilds the model, LoRA included,
-    and the checkpoint's trainable weights are copied in)."""
+    and the checkpoint's trainable weights are copied in). A run folder is not trusted input: its config's
+    `trust_remote_code` and `allow_pickle` are replaced by this call's, which only the user's command sets."""
     folder = Path(path)
     if (folder / "model" / "config.json").exists():
         folder = folder / "model"
     if not (folder / "trainable.safetensors").exists():
-        return AutoModelForCausalLM.from_pretrained(resolve_path(str(folder) if folder.exists() else path))
+        return load_pretrained_model(AutoModelForCausalLM, resolve_path(str(folder) if folder.exists() else path),
+                                     trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     run_config = folder.parent.parent / "config.yaml"
     if not run_config.exists():
         raise FileNotFoundError(f"{folder}: a checkpoint needs its run's config at {run_config}")
-    model = load_policy(TrainConfig.model_validate(yaml.safe_load(run_config.read_text())).model)
+    saved_model = ModelConfig.model_validate((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
+    model = load_policy(saved_model.model_copy(update={"trust_remote_code": trust_remote_code,
+                                                       "allow_pickle": allow_pickle}))
     params = dict(model.named_parameters())
     saved = load_file(folder / "trainable.safetensors")
     unknown = sorted(set(saved) - set(params))

@@ -58,8 +58,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console | None = None,
-                 on_step: Callable[[int, dict], None] | None = None) -> OnlineRun:
-    cfg, processes, console = start_run(cfg, console)
+                 on_step: Callable[[int, dict], None] | None = None, overwrite: bool = False) -> OnlineRun:
     losses = build_losses(cfg.loss)
     if loss_kind(losses) != "pairwise":
         raise ValueError("prefalign online builds pairs; use pairwise losses (dpo, ipo, hinge, ...)")
@@ -68,6 +67,7 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     if cfg.reference.kind == "precomputed":
         raise ValueError("reference.kind=precomputed needs a fixed dataset; online samples are new each round "
                          "(use copy or adapter)")
+    cfg, processes, console = start_run(cfg, console, resume, overwrite)
     run_dir = Path(cfg.trainer.output_dir)
     tokenizer = load_tokenizer(cfg.model)
     policy = load_policy(cfg.model).to(processes.device)

@@ -47,9 +47,9 @@ def pair_batches(source: str, tok: RewardTokenizer | CompletionTokenizer, pad_id
 
 
 def score_with_reward_model(model_dir: str, source: str, max_length: int = 512, batch_size: int = 16,
-                            weights: list[float] | None = None) -> ScoredPairs:
-    model = load_reward_model(model_dir)
-    tok = load_reward_tokenizer(model_dir, max_length)
+                            weights: list[float] | None = None, trust_remote_code: bool = False) -> ScoredPairs:
+    model = load_reward_model(model_dir, trust_remote_code)
+    tok = load_reward_tokenizer(model_dir, max_length, trust_remote_code)
     pairs, batches = pair_batches(source, tok, tok.pad_id, batch_size, packed=model.spec.kind == "decoder")
     w = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
     if w is not None and len(w) != len(model.spec.objectives):
@@ -70,13 +70,17 @@ def _logp_sums(model: torch.nn.Module, batches: list[PairBatch]) -> np.ndarray:
 
 
 def score_with_implicit_reward(policy: str, reference: str, source: str, beta: float = 0.1, max_length: int = 512,
-                               batch_size: int = 16) -> ScoredPairs:
+                               batch_size: int = 16, trust_remote_code: bool = False,
+                               allow_pickle: bool = False) -> ScoredPairs:
     """A DPO policy as a reward model: r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)) (Rafailov et al. 2023)."""
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=policy))
+    def config(path: str) -> ModelConfig:
+        return ModelConfig(name_or_path=path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+
+    tokenizer = load_tokenizer(config(policy))
     pairs, batches = pair_batches(source, CompletionTokenizer(tokenizer, max_length), tokenizer.pad_token_id,
                                   batch_size)
-    pol = _logp_sums(load_causal_lm(ModelConfig(name_or_path=policy)), batches)
-    ref = _logp_sums(load_causal_lm(ModelConfig(name_or_path=reference)), batches)
+    pol = _logp_sums(load_causal_lm(config(policy)), batches)
+    ref = _logp_sums(load_causal_lm(config(reference)), batches)
     implicit = beta * ((pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1]))
     return ScoredPairs(pairs, implicit, pol[:, 0] - pol[:, 1])
 

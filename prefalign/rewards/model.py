@@ -24,6 +24,7 @@ from prefalign.atomic_files import write_text_atomic
 from prefalign.data.collate import TokenBatch
 from prefalign.data.packing import PackedBatch
 from prefalign.models.logprobs import packed_inputs
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.rewards.gpm import PreferenceScales
 from prefalign.rewards.pal import IdealPoints
 
@@ -52,7 +53,7 @@ def backbone_kind(name_or_path: str, trust_remote_code: bool = False) -> str:
         MODEL_FOR_MASKED_LM_MAPPING,
     )
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    config = load_pretrained_files(AutoConfig, name_or_path, trust_remote_code=trust_remote_code)
     causal = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and type(config) not in MODEL_FOR_MASKED_LM_MAPPING
     return "decoder" if causal else "encoder"
 
@@ -106,15 +107,17 @@ class RewardModel(torch.nn.Module):
 
 
 def build_reward_model(name_or_path: str, spec: RewardSpec, dtype: torch.dtype = torch.float32,
-                       trust_remote_code: bool = False, attn_implementation: str | None = None) -> RewardModel:
+                       trust_remote_code: bool = False, attn_implementation: str | None = None,
+                       allow_pickle: bool = False) -> RewardModel:
     """A new reward model on a pretrained backbone (hub id or folder), the head freshly initialised."""
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if spec.kind == "encoder":
-        backbone = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=spec.outputs, **kwargs)
+        backbone = load_pretrained_model(AutoModelForSequenceClassification, name_or_path, num_labels=spec.outputs,
+                                         **kwargs)
         return RewardModel(spec, backbone, None)
-    backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
+    backbone = load_pretrained_model(AutoModel, name_or_path, **kwargs)
     head = torch.nn.Linear(backbone.config.hidden_size, spec.outputs, dtype=dtype)
     torch.nn.init.normal_(head.weight, std=1.0 / (backbone.config.hidden_size + 1) ** 0.5)
     torch.nn.init.zeros_(head.bias)

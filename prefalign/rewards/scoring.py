@@ -10,10 +10,11 @@ from prefalign.rewards.inputs import RewardTokenizer
 from prefalign.rewards.model import load_reward_model, load_reward_spec
 
 
-def load_reward_tokenizer(folder: str, max_length: int = 512) -> RewardTokenizer:
+def load_reward_tokenizer(folder: str, max_length: int = 512, trust_remote_code: bool = False) -> RewardTokenizer:
     """The tokenizer saved with a reward model (in its backbone folder), set up for its backbone kind."""
     kind = load_reward_spec(folder).kind
-    return RewardTokenizer(load_tokenizer(ModelConfig(name_or_path=f"{folder}/backbone")), kind, max_length)
+    cfg = ModelConfig(name_or_path=f"{folder}/backbone", trust_remote_code=trust_remote_code)
+    return RewardTokenizer(load_tokenizer(cfg), kind, max_length)
 
 
 class RewardScorer:

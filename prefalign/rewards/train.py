@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from rich.console import Console
 
 from prefalign.atomic_files import write_text_atomic
@@ -30,6 +31,7 @@ from prefalign.rewards.model import RewardModel, RewardSpec, backbone_kind, buil
 from prefalign.training.distributed import start_processes
 from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
 from prefalign.training.preference import seed_everything, split_by_row
+from prefalign.training.run_folder import claim_run_folder
 
 USER_INDEX = "__user_index"
 
@@ -137,13 +139,15 @@ def batch_margins(model: RewardModel, batches: list[PairBatch], weights: torch.T
     return torch.cat(margins).float().cpu().numpy() if margins else np.zeros(0)
 
 
-def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None) -> RewardRun:
+def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None,
+                       overwrite: bool = False) -> RewardRun:
     if cfg.model.lora is not None:
         raise ValueError("model.lora: reward models train the full backbone for now; remove model.lora")
     processes = start_processes(cfg.distributed, cfg.engine.autocast)
     if processes.strategy == "fsdp2":
         raise ValueError("reward models train in one process or with DDP (distributed.strategy: ddp); "
                          "FSDP2 shards causal LMs only for now")
+    claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
     console = console if processes.is_main else None
     seed_everything(cfg.trainer.seed)
     path = resolve_path(cfg.model.name_or_path)
@@ -155,7 +159,7 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     spec = RewardSpec(kind, r.head, r.objectives or ["reward"], r.dim if r.head != "scalar" else 0,
                       r.prototypes if r.head == "pal" else 0, users)
     model = build_reward_model(path, spec, DTYPES[cfg.model.dtype], cfg.model.trust_remote_code,
-                               cfg.model.attn_implementation).to(processes.device)
+                               cfg.model.attn_implementation, cfg.model.allow_pickle).to(processes.device)
     if cfg.model.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     packed = cfg.engine.packed and kind == "decoder"
@@ -165,7 +169,7 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     run_dir = Path(cfg.trainer.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if processes.is_main:
-        write_text_atomic(run_dir / "config.json", cfg.model_dump_json(indent=2))
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     if console:
         console.print(f"reward model: {kind} backbone {cfg.model.name_or_path}, head {r.head}; "
                       f"{len(train)} training pairs, {len(held)} held out")
@@ -178,7 +182,8 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     model_dir = model.save(run_dir / "reward_model")
     tokenizer.save_pretrained(model_dir / "backbone")
     margins = batch_margins(model, [b.to(processes.device) for b in eval_batches])
-    summary = {"pairs_train": len(train), "pairs_held_out": len(held), "steps": loop.steps}
+    summary = {"pairs_train": len(train), "pairs_held_out": len(held), "steps": loop.steps,
+               "skipped_steps": loop.skipped_steps}
     if len(margins):
         summary |= {"held_out_accuracy": pair_accuracy(margins), "held_out_ece": expected_calibration_error(margins)}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))

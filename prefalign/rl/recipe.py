@@ -51,10 +51,10 @@ def check_rl_config(cfg: RLTrainConfig, losses: list) -> None:
 
 
 def train_rl(cfg: RLTrainConfig, resume: bool = False, console: Console | None = None,
-             on_step: Callable[[int, dict], None] | None = None) -> OnlineRun:
+             on_step: Callable[[int, dict], None] | None = None, overwrite: bool = False) -> OnlineRun:
     losses = build_losses(cfg.loss)
     check_rl_config(cfg, losses)
-    cfg, processes, console = start_run(cfg, console)
+    cfg, processes, console = start_run(cfg, console, resume, overwrite)
     if processes.strategy == "fsdp2":
         raise ValueError("prefalign rl runs in one process or with DDP; every rank samples with the whole model")
     run_dir = Path(cfg.trainer.output_dir)

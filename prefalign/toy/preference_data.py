@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from prefalign.atomic_files import write_text_atomic
 from prefalign.decoding.sampling import sample
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.toy.gold_reward import brevity_reward, gold_reward
 from prefalign.toy.world import IDEAL, respond, split_prompts
 
@@ -63,8 +64,8 @@ def triple_rows(rows: list[dict], seed: int = 0) -> list[dict]:
 
 def write_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_samples: int = 4,
                     base: str | Path = TOY_BASE) -> Path:
-    model = AutoModelForCausalLM.from_pretrained(str(base))
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = load_pretrained_model(AutoModelForCausalLM, str(base))
+    tokenizer = load_pretrained_files(AutoTokenizer, str(base))
     rows = toy_pairs(model, tokenizer, n_prompts, n_samples, seed)
     return write_jsonl(Path(out_dir) / "toy_pairs.jsonl", rows)
 

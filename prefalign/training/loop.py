@@ -27,6 +27,7 @@ from prefalign.training.checkpoint import Checkpoint, list_checkpoints, read_che
 from prefalign.training.data_order import Plan
 from prefalign.training.distributed import Processes, start_processes, total_norm
 from prefalign.training.metrics import MetricsLog
+from prefalign.training.update_guard import count_nonfinite, restore, take_snapshot
 
 
 class Objective(Protocol):
@@ -225,7 +226,7 @@ def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str,
     grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(run.params, max_norm))
     finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
     if finite:
-        run.optimizer.step()
+        finite = _guarded_update(run, cfg, step)
     run.optimizer.zero_grad(set_to_none=True)
     lr = run.scheduler.get_last_lr()[0]
     run.scheduler.step()
@@ -234,6 +235,20 @@ def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str,
     return {"loss": loss_total, **run.processes.mean_metrics(parts), "grad_norm": grad_norm, "lr": lr,
             "tokens_per_s": tokens / max(train_s, 1e-9), "time/batches": t0 - fetch, "time/train": train_s,
             **run.source.metrics()}, finite
+
+
+def _guarded_update(run: _Run, cfg: TrainerConfig, step: int) -> bool:
+    """The optimizer step, undone (or the run stopped) when it leaves a non-finite weight on any process."""
+    snapshot = take_snapshot(run.params, run.optimizer) if cfg.on_nonfinite_update == "undo" else None
+    run.optimizer.step()
+    bad = run.processes.sum([float(count_nonfinite(run.params))])[0]
+    if not bad:
+        return True
+    if snapshot is None:
+        raise TrainingDiverged(f"step {step + 1}: the update left {bad:.0f} non-finite weights (trainer.lr={cfg.lr}); "
+                               "stopped before saving them (the newest checkpoint is from before); lower trainer.lr")
+    restore(snapshot, run.params, run.optimizer)
+    return False
 
 
 def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig,
@@ -281,16 +296,20 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                 if data.hooks is not None:
                     metrics |= data.hooks.after_step(unwrap(run.model), step)
                 if bad_in_a_row >= cfg.max_bad_steps:
+                    if log is not None:
+                        log.write(step, metrics)
                     raise TrainingDiverged(
-                        f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss or gradient "
-                        f"(loss={metrics['loss']}, grad_norm={metrics['grad_norm']}); lower trainer.lr or check the data")
+                        f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss, gradient or "
+                        f"update (loss={metrics['loss']}, grad_norm={metrics['grad_norm']}); the newest checkpoint "
+                        "is from before them; lower trainer.lr or check the data")
                 evaluated = bool(eval_batches) and ((cfg.eval_every and step % cfg.eval_every == 0) or step == n_steps)
                 if evaluated:
                     eval_metrics = evaluate(run.model, objective, eval_batches, processes)
                     metrics.update(eval_metrics)
                 if log is not None and (step % cfg.log_every == 0 or step == n_steps or evaluated):
                     log.write(step, metrics)
-                if cfg.save_every and (step % cfg.save_every == 0 or step == n_steps):
+                # Never during a streak of skipped steps: keep-last pruning would drop the last good state.
+                if cfg.save_every and (step % cfg.save_every == 0 or step == n_steps) and not bad_in_a_row:
                     ckpt = _checkpoint(run, step, skipped)
                     if main:
                         save_checkpoint(ckpt_dir, step, ckpt, cfg.keep_last)
@@ -300,6 +319,9 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                 progress.update(task, completed=step, info=info)
                 if on_step is not None:
                     on_step(step, metrics)
+        if step and skipped >= step:
+            raise TrainingDiverged(f"no step was applied: all {step} had a non-finite loss, gradient or update "
+                                   "(see metrics.jsonl); nothing was exported")
     finally:
         if log is not None:
             log.close()

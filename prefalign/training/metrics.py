@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefalign.atomic_files import write_text_atomic
+from prefalign.extras import import_extra
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -32,16 +33,10 @@ class MetricsLog:
             self.path.unlink()
         self._tb = self._wandb = None
         if "tensorboard" in sinks:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise RuntimeError("the tensorboard sink needs `pip install prefalign[tensorboard]`") from exc
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            tensorboard = import_extra("torch.utils.tensorboard", "tensorboard", "the tensorboard sink")
+            self._tb = tensorboard.SummaryWriter(str(run_dir / "tensorboard"))
         if "wandb" in sinks:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise RuntimeError("the wandb sink needs `pip install prefalign[wandb]`") from exc
+            wandb = import_extra("wandb", "wandb", "the wandb sink")
             self._wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config or {}, resume="allow")
 
     def write(self, step: int, metrics: dict[str, float]) -> None:

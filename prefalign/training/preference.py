@@ -53,6 +53,7 @@ from prefalign.training.distributed import Processes, start_processes
 from prefalign.training.export import export_run
 from prefalign.training.loop import LoopData, LoopResult, train_loop
 from prefalign.training.objectives import OBJECTIVES
+from prefalign.training.run_folder import claim_run_folder
 from prefalign.training.schedules import ReferenceUpdates, chunk_stages, curriculum_stages
 
 COLLATE = {"pairwise": collate_pairs, "ranking": collate_lists, "unpaired": collate_unpaired}
@@ -193,10 +194,12 @@ class PreferenceRun:
     main: bool = True  # rank 0 of a multi-process run, or the only process
 
 
-def start_run(cfg: TrainConfig, console: Console | None) -> tuple[TrainConfig, Processes, Console]:
-    """This process's place in the run (its world size recorded in the config), a console that only rank 0
-    prints to, and the seeds set."""
+def start_run(cfg: TrainConfig, console: Console | None, resume: bool = False,
+              overwrite: bool = False) -> tuple[TrainConfig, Processes, Console]:
+    """This process's place in the run (its world size recorded in the config), the run folder claimed for
+    this run (training/run_folder.py), a console that only rank 0 prints to, and the seeds set."""
     processes = start_processes(cfg.distributed, cfg.engine.autocast)
+    claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
     cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"world_size": processes.world})})
     console = (console or Console()) if processes.is_main else Console(quiet=True)
     if processes.world > 1:
@@ -225,8 +228,8 @@ def train_and_export(policy: torch.nn.Module, tokenizer: object, objective: obje
 
 
 def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | None = None,
-                     on_step: Callable[[int, dict], None] | None = None) -> PreferenceRun:
-    cfg, processes, console = start_run(cfg, console)
+                     on_step: Callable[[int, dict], None] | None = None, overwrite: bool = False) -> PreferenceRun:
+    cfg, processes, console = start_run(cfg, console, resume, overwrite)
     run_dir = Path(cfg.trainer.output_dir)
     if cfg.data.train == "toy":
         from prefalign.toy.preference_data import write_toy_pairs

@@ -1,0 +1,100 @@
+"""A run folder belongs to one run. A new run refuses a folder that holds another one unless told to
+overwrite it (two runs' checkpoints and metrics would mix, and a later --resume would load the other run's
+weights); --resume refuses a config that differs from the run's in anything but what a resume may change.
+
+The run's identity is its resolved config as given, without the keys below, kept in `run.json`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefalign.atomic_files import write_text_atomic
+
+if TYPE_CHECKING:
+    from prefalign.training.distributed import Processes
+
+IDENTITY_FILE = "run.json"
+# What a run writes into its folder; --overwrite removes these and nothing else.
+RUN_ENTRIES = ("run.json", "config.yaml", "config.json", "metrics.jsonl", "rollouts.jsonl", "checkpoints", "model",
+               "adapter", "reward_model", "summary.json", "report.html", "data", "tensorboard")
+# What shows a folder holds a run that trained: a folder with only the files a failed start writes is reused.
+TRAINED_ENTRIES = ("metrics.jsonl", "rollouts.jsonl", "checkpoints", "model", "adapter", "reward_model")
+# Keys a resumed run may change: how long it runs, how it logs and saves, and how many processes run it.
+MAY_CHANGE_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.save_every", "trainer.keep_last",
+                        "trainer.log_every", "trainer.eval_every", "trainer.progress", "trainer.sinks",
+                        "trainer.wandb_project", "trainer.max_bad_steps", "trainer.output_dir", "distributed")
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run, or the resumed run's config is not this one."""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flatten(value, path + ".")
+        else:
+            out[path] = value
+    return out
+
+
+def run_identity(resolved: dict) -> dict[str, object]:
+    def fixed(key: str) -> bool:
+        return not any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
+
+    return {k: v for k, v in flatten(resolved).items() if fixed(k)}
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any((run_dir / name).exists() for name in TRAINED_ENTRIES)
+
+
+def check_resume(run_dir: Path, identity: dict[str, object]) -> None:
+    saved_file = run_dir / IDENTITY_FILE
+    if not saved_file.exists():
+        return  # a folder from before run.json, or a fresh one: nothing to compare against
+    saved = json.loads(saved_file.read_text())["identity"]
+    changed = sorted(set(saved) | set(identity), key=str)
+    changed = [k for k in changed if saved.get(k, "<unset>") != identity.get(k, "<unset>")]
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k, '<unset>')!r} -> {identity.get(k, '<unset>')!r}" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise RunFolderError(f"--resume: {run_dir} holds a run with a different config ({shown}{more}); resume it "
+                             f"with its own config, or start this one in a new trainer.output_dir")
+
+
+def check_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
+    """Every process checks before any of them changes the folder."""
+    if resume:
+        check_resume(run_dir, run_identity(resolved))
+    elif holds_a_run(run_dir) and not overwrite:
+        raise RunFolderError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to "
+                             f"replace it, or set another trainer.output_dir")
+
+
+def prepare_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
+    """On the main process, after `check_run_folder`: clear what another run left (with --overwrite) and
+    record this run's identity."""
+    if overwrite and not resume:
+        for name in RUN_ENTRIES:
+            entry = run_dir / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+    if not (resume and (run_dir / IDENTITY_FILE).exists()):
+        write_text_atomic(run_dir / IDENTITY_FILE, json.dumps({"identity": run_identity(resolved)}, indent=1,
+                                                              default=str))
+
+
+def claim_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: bool, processes: Processes) -> None:
+    check_run_folder(run_dir, resolved, resume, overwrite)
+    processes.barrier()  # nobody changes the folder before every process has looked at it
+    if processes.is_main:
+        prepare_run_folder(run_dir, resolved, resume, overwrite)
+    processes.barrier()

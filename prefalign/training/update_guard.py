@@ -1,0 +1,48 @@
+"""A step with a finite loss and gradient can still leave non-finite weights (an absurd learning rate, an
+overflowing optimizer moment). Such a step is undone from a copy taken just before it, or stops the run
+(`trainer.on_nonfinite_update`), and is never checkpointed or exported either way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.distributed.tensor import DTensor
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+@dataclass
+class Snapshot:
+    """The trained parameters and their optimizer state before a step (this process's shards under FSDP2)."""
+
+    params: list[torch.Tensor]
+    state: list[dict]
+
+
+def take_snapshot(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> Snapshot:
+    def copy(value: object) -> object:
+        return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+    return Snapshot([p.detach().clone() for p in params],
+                    [{k: copy(v) for k, v in optimizer.state.get(p, {}).items()} for p in params])
+
+
+@torch.no_grad()
+def restore(snapshot: Snapshot, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+    for p, saved, state in zip(params, snapshot.params, snapshot.state):
+        p.copy_(saved)
+        if state:
+            optimizer.state[p] = state
+        else:
+            optimizer.state.pop(p, None)
+
+
+@torch.no_grad()
+def count_nonfinite(params: list[torch.nn.Parameter]) -> int:
+    """Non-finite values in this process's parameters (a sum over processes is the caller's)."""
+    if not params:
+        return 0
+    return int(sum((~torch.isfinite(_local(p))).sum() for p in params).item())
