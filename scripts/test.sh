@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/env.sh dev
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -m "slow or not slow" "$@"
+# Two workers with one thread each (tests/conftest.py), idle workers taking tests from the busy one.
+exec .venv/bin/python -m pytest -m "slow or not slow" -n 2 --dist worksteal "$@"

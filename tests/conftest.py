@@ -20,7 +20,13 @@ os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="prefalign-hf-modules-"
 def _private_reference_cache(tmp_path, monkeypatch):
     """Each test gets its own reference log-prob cache, never the user's."""
     monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "cache"))
-torch.set_num_threads(2)
+# Under `pytest -n 2` (scripts/test.sh) each worker, and every process it starts, gets one thread: two workers
+# with two threads each on two cores spin against each other and run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

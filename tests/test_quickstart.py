@@ -28,7 +28,6 @@ def test_default_quickstart_wins_at_least_70_percent(tmp_path):
     summary = run_quickstart(tmp_path, console=Console(quiet=True))
     assert summary["win_rate"] >= 0.70, summary
     assert summary["aligned"]["gold_reward"] > summary["base"]["gold_reward"] + 0.5
-    assert summary["seconds"] < 300
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ def test_an_update_that_leaves_non_finite_weights_is_undone_and_a_run_with_no_ap
     trained, and the run says so instead of exporting."""
     model, objective, data = _loop_inputs(tiny_model_dir, pairs_file)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = TrainerConfig(batch_size=2, max_steps=3, progress=False, lr=1e39, schedule="constant", max_bad_steps=10)
+    cfg = TrainerConfig(batch_size=2, max_steps=3, progress=False, lr=1e39, schedule="constant", max_bad_steps=10,
+                        on_nonfinite_update="undo")
     with pytest.raises(TrainingDiverged, match="no step was applied: all 3"):
         train_loop(model, objective, data, cfg, tmp_path / "undo")
     assert all(torch.equal(p, initial[n]) for n, p in model.named_parameters())

@@ -118,9 +118,10 @@ class TrainerConfig(Strict):
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: none")
     keep_last: int = Field(2, gt=0)
     max_bad_steps: int = Field(5, gt=0, description="stop after this many non-finite steps in a row")
-    on_nonfinite_update: Literal["undo", "stop"] = Field(
-        "undo", description="a step whose updated weights are not finite: undo it from a copy taken before each "
-        "step (memory: the trained parameters and their optimizer state once more) or stop the run")
+    on_nonfinite_update: Literal["stop", "undo"] = Field(
+        "stop", description="a step whose updated weights are not finite: stop the run before anything is saved, "
+        "or undo the step from a copy taken before each step (memory: the trained parameters and their optimizer "
+        "state once more) and count it as skipped")
     sinks: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(["jsonl"], description="metrics.jsonl is always written")
     wandb_project: str = "prefalign"
     progress: bool = True

@@ -22,10 +22,12 @@ RUN_ENTRIES = ("run.json", "config.yaml", "config.json", "metrics.jsonl", "rollo
                "adapter", "reward_model", "summary.json", "report.html", "data", "tensorboard")
 # What shows a folder holds a run that trained: a folder with only the files a failed start writes is reused.
 TRAINED_ENTRIES = ("metrics.jsonl", "rollouts.jsonl", "checkpoints", "model", "adapter", "reward_model")
-# Keys a resumed run may change: how long it runs, how it logs and saves, and how many processes run it.
+# Keys a resumed run may change: how long it runs, how it logs, saves and guards its steps, how many processes
+# run it, and whether the decoder is compiled.
 MAY_CHANGE_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.save_every", "trainer.keep_last",
                         "trainer.log_every", "trainer.eval_every", "trainer.progress", "trainer.sinks",
-                        "trainer.wandb_project", "trainer.max_bad_steps", "trainer.output_dir", "distributed")
+                        "trainer.wandb_project", "trainer.max_bad_steps", "trainer.on_nonfinite_update",
+                        "trainer.output_dir", "distributed", "engine.compile")
 
 
 class RunFolderError(ValueError):
@@ -59,8 +61,7 @@ def check_resume(run_dir: Path, identity: dict[str, object]) -> None:
     if not saved_file.exists():
         return  # a folder from before run.json, or a fresh one: nothing to compare against
     saved = json.loads(saved_file.read_text())["identity"]
-    changed = sorted(set(saved) | set(identity), key=str)
-    changed = [k for k in changed if saved.get(k, "<unset>") != identity.get(k, "<unset>")]
+    changed = [k for k in sorted(set(saved) | set(identity)) if saved.get(k, "<unset>") != identity.get(k, "<unset>")]
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k, '<unset>')!r} -> {identity.get(k, '<unset>')!r}" for k in changed[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""

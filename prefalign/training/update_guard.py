@@ -1,6 +1,7 @@
 """A step with a finite loss and gradient can still leave non-finite weights (an absurd learning rate, an
-overflowing optimizer moment). Such a step is undone from a copy taken just before it, or stops the run
-(`trainer.on_nonfinite_update`), and is never checkpointed or exported either way."""
+overflowing optimizer moment). Such a step stops the run, or is undone from a copy taken just before it
+(`trainer.on_nonfinite_update: undo`, which costs that copy's memory on every step); it is never checkpointed
+or exported either way."""
 
 from __future__ import annotations
 
