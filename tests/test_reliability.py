@@ -218,3 +218,37 @@ def test_errors_count_lines_from_one_as_editors_do(tmp_path):
     path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "b"}\n')
     with pytest.raises(DataError, match=r"gaps.jsonl, line 3, field 'rejected'"):
         load_examples(str(path), DataConfig(train=str(path)))
+
+
+# -- configs: the key named, and TRL's names answered ------------------------------------------------------
+
+@pytest.mark.parametrize("override, words", [
+    ("trainer.learning_rate=1e-5", "here it is trainer.lr"),
+    ("trainer.per_device_train_batch_size=4", "here it is trainer.batch_size"),
+    ("trainer.num_train_epochs=2", "here it is trainer.epochs"),
+    ("trainer.gradient_accumulation_steps=2", "here it is trainer.grad_accum"),
+    ("trainer.adam_betas=[1.5, 0.9]", "trainer.adam_betas.0"),
+    ("trainer.adam_eps=0", "trainer.adam_eps"),
+    ("loss=[]", "loss"),
+])
+def test_config_errors_name_the_key_and_answer_trl_names(override, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_a_missing_model_folder_is_said_to_be_missing(tmp_path, pairs_file):
+    from prefalign.config import ModelConfig
+    from prefalign.models.loading import load_causal_lm
+
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_causal_lm(ModelConfig(name_or_path=str(tmp_path / "not-there")))
+    result = CliRunner().invoke(app, ["train", f"model.name_or_path={tmp_path / 'not-there'}",
+                                      f"data.train={pairs_file}", f"trainer.output_dir={tmp_path / 'r'}"])
+    assert result.exit_code == 2 and "no such folder" in result.output and "Repo id" not in result.output
+
+
+def test_the_loss_list_shows_required_parameters_and_keeps_brackets():
+    result = CliRunner().invoke(app, ["losses"])
+    assert result.exit_code == 0
+    assert "PydanticUndefined" not in result.output
+    assert "s(b [f'(u_w)" in result.output  # f-DPO's formula; rich used to read "[f'(u_w) ...]" as markup

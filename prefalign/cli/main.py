@@ -215,6 +215,7 @@ def data_validate(source: Annotated[str, typer.Argument(help="file, save_to_disk
 @app.command()
 def losses() -> None:
     """List the registered losses with their parameters and papers."""
+    from rich.markup import escape
     from rich.table import Table
 
     from prefalign.losses.registry import LOSSES, ensure_registered
@@ -224,8 +225,10 @@ def losses() -> None:
     for col in ("name", "parameters", "reference", "what"):
         table.add_column(col)
     for name, spec in sorted(LOSSES.items()):
-        params = ", ".join(f"{k}={f.default}" for k, f in spec.params.model_fields.items())
-        table.add_row(name, params, "yes" if spec.needs_reference else "no", spec.doc.split("\n\n")[0])
+        params = ", ".join(k if f.is_required() else f"{k}={f.default}" for k, f in spec.params.model_fields.items())
+        # Formulas hold brackets ("[b h]") that rich would read as markup and drop.
+        table.add_row(name, escape(params), "yes" if spec.needs_reference else "no",
+                      escape(spec.doc.split("\n\n")[0]))
     console.print(table)
 
 

@@ -76,17 +76,43 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+# What TRL's and transformers' configs call our keys: an unknown key that is one of these gets the answer.
+ALIASES = {"learning_rate": "trainer.lr", "per_device_train_batch_size": "trainer.batch_size",
+           "num_train_epochs": "trainer.epochs", "gradient_accumulation_steps": "trainer.grad_accum",
+           "max_steps": "trainer.max_steps", "warmup_steps": "trainer.warmup_steps",
+           "warmup_ratio": "trainer.warmup_ratio", "weight_decay": "trainer.weight_decay",
+           "lr_scheduler_type": "trainer.schedule", "max_grad_norm": "trainer.max_grad_norm",
+           "logging_steps": "trainer.log_every", "save_steps": "trainer.save_every", "eval_steps": "trainer.eval_every",
+           "save_total_limit": "trainer.keep_last", "per_device_eval_batch_size": "trainer.eval_batch_size",
+           "output_dir": "trainer.output_dir", "seed": "trainer.seed", "adam_epsilon": "trainer.adam_eps",
+           "adam_beta1": "trainer.adam_betas", "adam_beta2": "trainer.adam_betas", "beta": "loss.0.beta",
+           "loss_type": "loss.0.name", "max_length": "data.max_length", "max_prompt_length": "data.max_prompt_length",
+           "model_name_or_path": "model.name_or_path", "gradient_checkpointing": "model.gradient_checkpointing",
+           "bf16": "engine.autocast (bf16)", "report_to": "trainer.sinks", "lr": "trainer.lr",
+           "batch_size": "trainer.batch_size", "epochs": "trainer.epochs"}
+
+
+def _unknown_key(loc: tuple, key: str, schema: type[BaseModel]) -> str:
+    parent = _model_at(schema, loc[:-1])
+    valid = sorted(parent.model_fields) if parent else []
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+    alias = ALIASES.get(str(loc[-1]))
+    if alias and alias.split(" ")[0] != key:
+        hint = f"; TRL and transformers call it that, here it is {alias}"
+    elif close:
+        hint = f"; did you mean {'.'.join(str(p) for p in loc[:-1] + (close[0],))!r}?"
+    else:
+        hint = ""
+    return f"unknown key {key!r}{hint} (valid here: {', '.join(valid)})"
+
+
 def _explain(error: ValidationError, origin: str, schema: type[BaseModel] = TrainConfig) -> str:
     lines = []
     for err in error.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            parent = _model_at(schema, loc[:-1])
-            valid = sorted(parent.model_fields) if parent else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {'.'.join(str(p) for p in loc[:-1] + (close[0],))!r}?" if close else ""
-            lines.append(f"unknown key {key!r}{hint} (valid here: {', '.join(valid)})")
+            lines.append(_unknown_key(loc, key, schema))
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return f"invalid configuration from {origin}:\n  " + "\n  ".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -106,8 +106,8 @@ class TrainerConfig(Strict):
                                          "only sets memory (default batch_size)")
     lr: float = Field(5e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
@@ -182,7 +182,7 @@ class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     reference: ReferenceConfig = ReferenceConfig()
     data: DataConfig = DataConfig()
-    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="dpo", beta=0.1)])
+    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="dpo", beta=0.1)], min_length=1)
     trainer: TrainerConfig = TrainerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     engine: EngineConfig = EngineConfig()
@@ -331,7 +331,7 @@ class RLTrainConfig(TrainConfig):
     """`prefalign rl`: the policy, reference, policy losses, trainer and engine as for `train`, plus `rl`."""
 
     rl: RLConfig = RLConfig()
-    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ppo_clip")])
+    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ppo_clip")], min_length=1)
     trainer: TrainerConfig = TrainerConfig(output_dir="runs/rl", max_steps=100, lr=1e-4, batch_size=8)
 
 

@@ -29,7 +29,12 @@ def _capped_exp(x: torch.Tensor) -> torch.Tensor:
 def f_dpo(logps: PairLogps, beta: float, divergence: str, alpha: float) -> tuple[torch.Tensor, dict]:
     """-log s(b [f'(u_w) - f'(u_l)]) with u = pi/pi_ref, for the f-divergence of the KL constraint:
     reverse KL f'(u) = log u + 1 (DPO); forward KL f'(u) = -1/u; Jensen-Shannon f'(u) = log(2u/(1+u));
-    alpha-divergence f'(u) = (1 - u^-a)/a (forward KL at a -> 1, reverse KL at a -> 0)."""
+    alpha-divergence f'(u) = (1 - u^-a)/a (forward KL at a -> 1, reverse KL at a -> 0).
+
+    The forward-KL and alpha forms exponentiate log-ratios; exp is capped at e^40 so one wild sample cannot
+    overflow the loss. A term whose exponent passes the cap gets exactly zero gradient (the clamp is flat
+    there): a chosen response whose log-ratio is below -40 is not pushed up through its own term, while the
+    rejected response's term keeps its gradient."""
     d_w, d_l = logps.log_ratios()
     if divergence == "reverse_kl":
         logits = d_w - d_l

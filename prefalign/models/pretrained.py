@@ -43,15 +43,32 @@ def _refusing_remote_code(name_or_path: str, load: object, *args: object, **kwar
                                 "true in your config)") from None
 
 
+def check_exists(name_or_path: str) -> None:
+    """A path that is not there is said to be one, not sent to the hub as a malformed repo id."""
+    looks_local = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if looks_local and not Path(name_or_path).expanduser().exists():
+        raise FileNotFoundError(f"model {name_or_path}: no such folder")
+
+
+def _located(name_or_path: str, load: object, *args: object, **kwargs: object) -> object:
+    check_exists(name_or_path)
+    try:
+        return _refusing_remote_code(name_or_path, load, *args, **kwargs)
+    except OSError as exc:
+        if Path(name_or_path).exists():
+            raise
+        raise OSError(f"{name_or_path}: not a local folder, and the hub could not provide it ({str(exc).splitlines()[0]}); "
+                      "download it where there is a network and pass its folder") from None
+
+
 def load_pretrained_model(cls: type[T], name_or_path: str, *, trust_remote_code: bool = False,
                           allow_pickle: bool = False, **kwargs: object) -> T:
     """`cls.from_pretrained` for models (any transformers Auto class): safetensors only unless `allow_pickle`."""
     check_weights_are_safetensors(name_or_path, allow_pickle)
-    return _refusing_remote_code(name_or_path, cls.from_pretrained, name_or_path, trust_remote_code=trust_remote_code,
+    return _located(name_or_path, cls.from_pretrained, name_or_path, trust_remote_code=trust_remote_code,
                                  use_safetensors=None if allow_pickle else True, **kwargs)
 
 
 def load_pretrained_files(cls: type[T], name_or_path: str, *, trust_remote_code: bool = False, **kwargs: object) -> T:
     """`cls.from_pretrained` for tokenizers and configs, which carry no weights but may name code to run."""
-    return _refusing_remote_code(name_or_path, cls.from_pretrained, name_or_path,
-                                 trust_remote_code=trust_remote_code, **kwargs)
+    return _located(name_or_path, cls.from_pretrained, name_or_path, trust_remote_code=trust_remote_code, **kwargs)
