@@ -251,6 +251,16 @@ def _guarded_update(run: _Run, cfg: TrainerConfig, step: int) -> bool:
     return False
 
 
+def _stop_diverged(step: int, bad_in_a_row: int, metrics: dict[str, float], log: MetricsLog | None) -> None:
+    """The stopping step goes to metrics.jsonl, then the run fails; no checkpoint was written in the streak."""
+    if log is not None:
+        log.write(step, metrics)
+    raise TrainingDiverged(
+        f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss, gradient or update "
+        f"(loss={metrics['loss']}, grad_norm={metrics['grad_norm']}); the newest checkpoint is from before them; "
+        "lower trainer.lr or check the data")
+
+
 def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig,
                processes: Processes) -> _Run:
     source = data.batch_source(cfg, processes)
@@ -296,12 +306,7 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                 if data.hooks is not None:
                     metrics |= data.hooks.after_step(unwrap(run.model), step)
                 if bad_in_a_row >= cfg.max_bad_steps:
-                    if log is not None:
-                        log.write(step, metrics)
-                    raise TrainingDiverged(
-                        f"stopped at step {step}: {bad_in_a_row} steps in a row had a non-finite loss, gradient or "
-                        f"update (loss={metrics['loss']}, grad_norm={metrics['grad_norm']}); the newest checkpoint "
-                        "is from before them; lower trainer.lr or check the data")
+                    _stop_diverged(step, bad_in_a_row, metrics, log)
                 evaluated = bool(eval_batches) and ((cfg.eval_every and step % cfg.eval_every == 0) or step == n_steps)
                 if evaluated:
                     eval_metrics = evaluate(run.model, objective, eval_batches, processes)
