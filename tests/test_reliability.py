@@ -157,6 +157,7 @@ def _bad_inputs(tmp_path):
         (["train", "-c", str(broken_yaml)], "broken.yaml"),
         (["train", "-c", str(folder)], "a-folder"),
         (["rm", "score", str(folder), str(folder)], "reward_config.json"),
+        (["data", "validate", str(broken_yaml), "--format", "xml"], "format: Input should be 'auto'"),
     ]
 
 
@@ -165,6 +166,7 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert named in result.output and "Traceback" not in result.output, (args, result.output)
+        assert "errors.pydantic.dev" not in result.output
         assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
     debug = CliRunner().invoke(app, ["--debug", *_bad_inputs(tmp_path)[0][0]])
     assert debug.exit_code != 0 and debug.exception is not None and not isinstance(debug.exception, SystemExit)

@@ -94,13 +94,24 @@ def friendly_errors(fn: Callable) -> Callable:
                 raise
             from rich.markup import escape
 
-            text = f"{type(exc).__name__}: {exc}" if isinstance(exc, libraries) else str(exc)
+            text = f"{type(exc).__name__}: {exc}" if isinstance(exc, libraries) else _one_line(exc)
             if isinstance(exc, RecursionError):
                 text = "input nested too deeply to read (RecursionError)"
             err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    """Our errors as they are; a pydantic ValidationError (an option checked against a schema) without its
+    URL and type tags."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                     for e in exc.errors())
 
 
 @app.callback()
