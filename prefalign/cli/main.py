@@ -271,6 +271,33 @@ def modpo_sweep(out: Annotated[Path, typer.Option(help="run folder")] = Path("ru
     console.print(f"{sum(p.on_front for p in points)} of {len(points)} policies on the front; {out / 'front.json'}")
 
 
+@app.command()
+@friendly_errors
+def merge(model: Annotated[list[str], typer.Option(help="a model folder, hub id, run folder, checkpoint or reward-model "
+                                                       "folder (repeatable; all of one kind and architecture)")],
+          out: Annotated[Path, typer.Option(help="folder for the merged model and merge.json")],
+          method: Annotated[str, typer.Option(help="linear (model soup / WARM) | task_arithmetic | ties | dare_linear "
+                                                   "| dare_ties")] = "linear",
+          base: Annotated[Optional[str], typer.Option(help="the model they were fine-tuned from (task-vector methods "
+                                                          "and LiNeS)")] = None,
+          weights: Annotated[Optional[str], typer.Option(help="one per model, comma-separated (default: 1/M each; "
+                                                             "1 each for ties and dare_ties)")] = None,
+          density: Annotated[float, typer.Option(help="ties/dare: fraction of each task vector kept")] = 1.0,
+          lines: Annotated[Optional[str], typer.Option(help="LiNeS layer scaling ALPHA,BETA of the merged task "
+                                                           "vector: lambda = alpha + beta * depth")] = None,
+          seed: int = 0, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
+    """Merge fine-tuned models of one architecture into one: weight averaging (model soups, WARM), task
+    arithmetic, TIES, DARE, and LiNeS layer scaling. LoRA runs are merged into their base first."""
+    from prefalign.merging.merge import MergeRecipe, merge_folders
+
+    scale = tuple(_weights(lines)) if lines else None
+    if scale is not None and len(scale) != 2:
+        raise ValueError(f"--lines takes ALPHA,BETA, got {lines!r}")
+    recipe = MergeRecipe(method, _weights(weights), density, seed, lines=scale)
+    merge_folders(model, out, recipe, base, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    console.print(f"merged {len(model)} models ({method}{', LiNeS ' + lines if lines else ''}) -> {out}")
+
+
 @rm_app.command("train")
 @friendly_errors
 def rm_train(config: ConfigOpt = None, overrides: OverridesArg = None,

@@ -8,10 +8,9 @@ reward model, as cheap to run as one."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
+from prefalign.merging.merge import MergeRecipe, check_same_architecture, merge_modules
 from prefalign.rewards.model import RewardModel
 
 
@@ -27,19 +26,14 @@ def combine_rewards(rewards: torch.Tensor, how: str = "mean", k: float = 1.0) ->
 
 
 def average_weights(models: list[RewardModel]) -> RewardModel:
-    """WARM: a reward model whose every parameter is the mean of the members'. The members must share
-    architecture and spec (same backbone, head and objectives): the parameter names and shapes are checked."""
+    """WARM: a reward model whose every parameter is the mean of the members' (the `linear` merge that
+    `prefalign merge` also runs). The members must share architecture and spec (same backbone, head and
+    objectives): the parameter names and shapes are checked."""
     if not models:
         raise ValueError("WARM needs at least one reward model")
-    states = [m.state_dict() for m in models]
-    first = states[0]
-    for i, state in enumerate(states[1:], start=1):
-        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
-            raise ValueError(f"reward model {i} does not have the architecture of reward model 0; WARM averages "
-                             "models fine-tuned from one initialisation")
-        if models[i].spec != models[0].spec:
-            raise ValueError(f"reward model {i} has another spec ({models[i].spec}) than reward model 0")
-    averaged = copy.deepcopy(models[0])
-    averaged.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(first[k].dtype)
-                              if first[k].is_floating_point() else first[k] for k in first})
-    return averaged
+    labels = [f"reward model {i}" for i in range(len(models))]
+    check_same_architecture(models, labels)
+    for i, model in enumerate(models[1:], start=1):
+        if model.spec != models[0].spec:
+            raise ValueError(f"reward model {i} has another spec ({model.spec}) than reward model 0")
+    return merge_modules(models, MergeRecipe("linear"), labels=labels)

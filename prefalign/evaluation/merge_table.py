@@ -1,0 +1,157 @@
+"""Model merging on the toy task: two DPO runs that differ only in their seed, one MODPO run that also
+values brevity, and merges of them, each sampled on the same held-out prompts and scored on the gold reward,
+brevity, win rate against the base and KL to the base. Writes docs/merging.md.
+
+    python -m prefalign.evaluation.merge_table --doc docs/merging.md --json docs/merging.json"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from prefalign.atomic_files import write_text_atomic
+from prefalign.config.schema import LossTerm
+from prefalign.evaluation.pairwise_judges import RewardJudge, gold_batch_reward
+from prefalign.evaluation.policy_eval import evaluate_policies
+from prefalign.merging.merge import MergeRecipe, merge_modules
+from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
+from prefalign.quickstart import quickstart_config
+from prefalign.toy.gold_reward import brevity_reward
+from prefalign.toy.preference_data import write_toy_pairs
+from prefalign.toy.world import split_prompts
+from prefalign.training.preference import train_preference
+
+RUNS = {"dpo seed 0": ("dpo", 0), "dpo seed 1": ("dpo", 1), "modpo brevity 0.5": ("modpo", 0)}
+MERGES = {
+    "soup of the two dpo runs": (["dpo seed 0", "dpo seed 1"], MergeRecipe("linear")),
+    "soup + LiNeS (0.5, 0.5)": (["dpo seed 0", "dpo seed 1"], MergeRecipe("task_arithmetic", lines=(0.5, 0.5))),
+    "linear (dpo, modpo)": (["dpo seed 0", "modpo brevity 0.5"], MergeRecipe("linear")),
+    "ties (dpo, modpo), density 0.5": (["dpo seed 0", "modpo brevity 0.5"], MergeRecipe("ties", density=0.5)),
+    "ties (dpo, modpo), density 0.8": (["dpo seed 0", "modpo brevity 0.5"], MergeRecipe("ties", density=0.8)),
+    "ties (dpo, modpo), weights 0.5, density 0.5": (["dpo seed 0", "modpo brevity 0.5"],
+                                                    MergeRecipe("ties", density=0.5, weights=[0.5, 0.5])),
+    "dare_ties (dpo, modpo), density 0.5": (["dpo seed 0", "modpo brevity 0.5"],
+                                            MergeRecipe("dare_ties", density=0.5)),
+}
+
+
+def train_runs(root: Path, steps: int, n_prompts: int, reuse: bool = False) -> dict[str, object]:
+    """The three runs; with `reuse`, a run folder this script already finished is loaded instead."""
+    data = root / "data" / "toy_pairs.jsonl"
+    if not (reuse and data.exists()):
+        data = write_toy_pairs(root / "data", seed=0, n_prompts=n_prompts)
+    models = {}
+    for name, (loss, seed) in RUNS.items():
+        done = root / name.replace(" ", "-") / "model"
+        if reuse and (done / "config.json").exists():
+            models[name] = load_pretrained_model(AutoModelForCausalLM, str(done))
+            continue
+        cfg = quickstart_config(root, seed=seed, steps=steps)
+        cfg.data.train = str(data)
+        cfg.trainer.output_dir = str(root / name.replace(" ", "-"))
+        cfg.trainer.progress = False
+        if loss == "modpo":
+            cfg.loss = [LossTerm(name="modpo", beta=0.1, preference_weight=0.5, others={"brevity": 0.5})]
+        run = train_preference(cfg, console=Console(quiet=True), overwrite=True)
+        models[name] = load_pretrained_model(AutoModelForCausalLM, str(run.outputs["model"]))
+    return models
+
+
+def measure(root: Path, steps: int, n_prompts: int, n_eval: int, seed: int, reuse: bool = False) -> list[dict]:
+    t0 = time.perf_counter()
+    models = train_runs(root, steps, n_prompts, reuse)
+    base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
+    for name, (members, recipe) in MERGES.items():
+        models[name] = merge_modules([models[m] for m in members], recipe, base)
+    tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
+    prompts = random.Random(seed).sample(split_prompts()[1], n_eval)
+    ev = evaluate_policies(models, base, tokenizer, prompts, RewardJudge(gold_batch_reward, "gold"),
+                           gold_batch_reward, seed=seed)
+    rows = [{"policy": "base", "gold": ev.baseline_reward, "brevity": _brevity(ev.samples, "baseline"),
+             "win_rate": 0.5, "win_rate_ci": [0.5, 0.5], "kl": 0.0}]
+    for p in ev.policies:
+        rows.append({"policy": p.name, "gold": p.mean_reward, "brevity": _brevity(ev.samples, p.name),
+                     "win_rate": p.win_rate, "win_rate_ci": list(p.win_rate_ci), "kl": p.kl})
+    print(f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+def _brevity(samples: list[dict], model: str) -> float:
+    return float(np.mean([brevity_reward(s["prompt"], s["text"]) for s in samples if s["model"] == model]))
+
+
+def markdown(rows: list[dict], steps: int, n_eval: int) -> str:
+    lines = ["# Model merging on the toy task", "",
+             "<!-- generated by `python -m prefalign.evaluation.merge_table`; edit the script, not this table -->", "",
+             f"Each run: {steps} steps of 16 pairs from the toy base (lr 2e-4, beta 0.1), on one set of pairs "
+             "ranked by the gold reward; the two DPO runs differ only in their seed (data order), the MODPO run "
+             "weights the gold preference 0.5 and brevity 0.5. Merges are made with `prefalign.merging` against "
+             f"the toy base. Every policy is sampled once on the same {n_eval} held-out prompts (temperature 1); "
+             "win rate is against the base's samples, judged by the gold reward; KL to the base in nats per "
+             "response, from the policy's own samples.", "",
+             "| policy | gold reward | brevity | win rate vs base (95% CI) | KL to base |", "|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["win_rate_ci"]
+        lines.append(f"| {r['policy']} | {r['gold']:.3f} | {r['brevity']:.3f} | {r['win_rate']:.3f} "
+                     f"({lo:.3f}-{hi:.3f}) | {r['kl']:.2f} |")
+    return "\n".join(lines + ["", *findings(rows)]) + "\n"
+
+
+def _between(x: float, a: float, b: float) -> bool:
+    return min(a, b) <= x <= max(a, b)
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """What the table shows, worked out from its rows."""
+    r = {row["policy"]: row for row in rows}
+    a, b, soup = r["dpo seed 0"], r["dpo seed 1"], r["soup of the two dpo runs"]
+    out = [f"- The soup of the two DPO runs: gold reward {soup['gold']:.3f} against {a['gold']:.3f} and "
+           f"{b['gold']:.3f} ({'above' if soup['gold'] >= (a['gold'] + b['gold']) / 2 else 'below'} their mean, "
+           f"{'at or above' if soup['gold'] >= max(a['gold'], b['gold']) else 'below'} the better one), at KL "
+           f"{soup['kl']:.2f} against {a['kl']:.2f} and {b['kl']:.2f} "
+           f"({'lower than both' if soup['kl'] < min(a['kl'], b['kl']) else 'not lower than both'})."]
+    dpo, modpo = r["dpo seed 0"], r["modpo brevity 0.5"]
+    for name, row in r.items():
+        if "(dpo, modpo)" not in name:
+            continue
+        both = _between(row["gold"], dpo["gold"], modpo["gold"]) and _between(row["brevity"], dpo["brevity"],
+                                                                              modpo["brevity"])
+        out.append(f"- {name}: {'between' if both else 'not between'} the DPO and MODPO runs on both objectives "
+                   f"(gold {row['gold']:.3f}, brevity {row['brevity']:.3f}).")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/merge_table"))
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--prompts", type=int, default=1000, help="training prompts")
+    parser.add_argument("--eval-prompts", type=int, default=300)
+    parser.add_argument("--reuse", action="store_true", help="load the runs an earlier invocation finished in --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--doc", type=Path)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--from-json", type=Path, help="rewrite --doc from the rows of an earlier run's --json")
+    args = parser.parse_args()
+    if args.from_json:
+        write_text_atomic(args.doc, markdown(json.loads(args.from_json.read_text()), args.steps, args.eval_prompts))
+        return
+    rows = measure(args.out, args.steps, args.prompts, args.eval_prompts, args.seed, args.reuse)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(rows, indent=2))
+    text = markdown(rows, args.steps, args.eval_prompts)
+    print(text)
+    if args.doc:
+        write_text_atomic(args.doc, text)
+
+
+if __name__ == "__main__":
+    main()

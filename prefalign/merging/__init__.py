@@ -1,0 +1,1 @@
+"""Model merging: several fine-tuned models (or runs) of one architecture into one set of weights."""
