@@ -62,12 +62,12 @@ def many_pairs(tmp_path):
     return write_jsonl(tmp_path / "pairs24.jsonl", rows)
 
 
-def _config(model_dir, data, out, **trainer) -> TrainConfig:
+def _config(model_dir, data, out, loss=None, **trainer) -> TrainConfig:
     t = dict(output_dir=str(out), batch_size=4, grad_accum=2, micro_batch_size=2, max_steps=STEPS, lr=1e-3,
              progress=False, seed=3, schedule="constant") | trainer
     return TrainConfig.model_validate({"model": {"name_or_path": str(model_dir)},
                                        "data": {"train": str(data), "eval_fraction": 0.0, "max_length": 64},
-                                       "loss": [{"name": "dpo", "beta": 0.1}], "trainer": t})
+                                       "loss": loss or [{"name": "dpo", "beta": 0.1}], "trainer": t})
 
 
 def _torchrun(cfg: TrainConfig, tmp_path, *args: str, strategy: str = "ddp",
@@ -109,6 +109,24 @@ def test_two_processes_equal_one(tiny_model_dir, many_pairs, tmp_path, one_proce
     logged = read_metrics(out)
     assert {m["world_size"] for m in logged} == {2}
     assert yaml.safe_load((out / "config.yaml").read_text())["distributed"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_kto_z0_is_taken_over_both_processes_under_fsdp2(tiny_model_dir, many_pairs, tmp_path):
+    # KTO's z0 couples the step's examples: 1 process with micro-batches of 8 equals 2 sharded processes
+    # with micro-batches of 2, because the loss sees the whole step (training/coupled.py).
+    kto = [{"name": "kto", "beta": 0.5}]
+    one = train_preference(_config(tiny_model_dir, many_pairs, tmp_path / "kto-one", kto, micro_batch_size=8)).run_dir
+    two = tmp_path / "kto-two"
+    _torchrun(_config(tiny_model_dir, many_pairs, two, kto), tmp_path, strategy="fsdp2")
+    la, lb = read_metrics(one), read_metrics(two)
+    assert len(la) == len(lb) == STEPS
+    for x, y in zip(la, lb):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+        assert x["kto/kl"] == pytest.approx(y["kto/kl"], abs=1e-6)
+    wa, wb = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)
 
 
 @pytest.mark.slow

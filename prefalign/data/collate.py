@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -115,8 +116,8 @@ def collate_lists(lists: list, index: list[int], pad_id: int, packed: bool = Fal
 
 @dataclass
 class UnpairedBatch:
-    """B labelled completions, then B mismatched rows (prompt_i with completion_{i+1}) from which KTO
-    estimates the KL baseline z0."""
+    """B labelled completions, then B mismatched rows (prompt_i with another example's completion) from
+    which KTO estimates the KL baseline z0."""
 
     tokens: TokenBatch | PackedBatch
     labels: torch.Tensor
@@ -130,10 +131,33 @@ class UnpairedBatch:
         return UnpairedBatch(self.tokens.to(device), self.labels.to(device), self.index.to(device))
 
 
+def mismatch_partners(sizes: list[int], seed: int) -> list[int]:
+    """For each example of consecutive segments (training, then held-out), the index of the example whose
+    completion it is paired with for KTO's KL estimate: a random cycle within each segment, so no example is
+    its own partner (unless alone) and the pairing follows a random order rather than the file's, where
+    the two completions of one prompt often sit side by side. A function of the dataset index alone, the
+    pairing is the same however a step is split into micro-batches and processes."""
+    rng = random.Random(seed)
+    partners, start = [], 0
+    for n in sizes:
+        order = list(range(start, start + n))
+        rng.shuffle(order)
+        nxt = {a: b for a, b in zip(order, order[1:] + order[:1])}
+        partners += [nxt[i] for i in range(start, start + n)]
+        start += n
+    return partners
+
+
 def collate_unpaired(items: list, index: list[int], pad_id: int, packed: bool = False,
-                     capacity: int | None = None) -> UnpairedBatch:
+                     capacity: int | None = None, pool: Sequence | None = None,
+                     partners: Sequence[int] | None = None) -> UnpairedBatch:
+    """With `pool` (all examples) and `partners` (mismatch_partners over it), example `index[i]` is paired
+    with the completion of `pool[partners[index[i]]]`; without them, with the next item of the batch."""
     n = len(items)
-    mismatched = [items[(i + 1) % n].completion_ids for i in range(n)]
+    if pool is not None and partners is not None:
+        mismatched = [pool[partners[i]].completion_ids for i in index]
+    else:
+        mismatched = [items[(i + 1) % n].completion_ids for i in range(n)]
     if packed:  # the labelled completion and the mismatched one share their prompt
         groups = [Group(e.prompt_ids, [e.completion_ids, mismatched[i]], [i, n + i]) for i, e in enumerate(items)]
         tokens = pack_groups(groups, 2 * n, pad_id, capacity)

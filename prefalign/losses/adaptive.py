@@ -21,7 +21,7 @@ def _beta_dpo_state() -> dict[str, float]:
     return {"gap_mean": 0.0, "gap_std": 0.0}
 
 
-@register_loss("beta_dpo", BetaDPOParams, state=_beta_dpo_state)
+@register_loss("beta_dpo", BetaDPOParams, state=_beta_dpo_state, couples_batch=True)
 def beta_dpo(logps: PairLogps, beta: float, alpha: float, filter_ratio: float, momentum: float,
              state: dict, update: bool) -> tuple[torch.Tensor, dict]:
     """beta-DPO, Wu et al. 2024, "beta-DPO: Direct Preference Optimization with Dynamic beta".

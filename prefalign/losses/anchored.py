@@ -45,7 +45,7 @@ def _bco_state() -> dict[str, float]:
     return {"mean": 0.0, "count": 0.0}
 
 
-@register_loss("bco", BetaParams, state=_bco_state)
+@register_loss("bco", BetaParams, state=_bco_state, couples_batch=True)
 def bco(logps: PairLogps, beta: float, state: dict, update: bool) -> tuple[torch.Tensor, dict]:
     """BCO, Jung et al. 2024, "Binary Classifier Optimization for Large Language Model Alignment" (paired
     form): each response is classified on its own against a reward baseline delta, the running mean of all

@@ -16,14 +16,14 @@ class AOTParams(LossParams):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
 
 
-@register_loss("aot", AOTParams)
+@register_loss("aot", AOTParams, couples_batch=True)
 def aot(logps: PairLogps, beta: float, paired: bool, label_smoothing: float) -> torch.Tensor:
     """Stochastic dominance of the chosen over the rejected reward distribution, by optimal transport in
     one dimension: sort across the batch, then a logistic loss on the sorted differences.
     paired: sort the policy margins (log pi_w - log pi_l) and the reference margins separately, delta =
     sorted policy - sorted reference. unpaired (paired=false): sort d_w and d_l separately, delta = sorted
     d_w - sorted d_l, which needs no pairing at all. Loss -(1-e) log s(b delta) - e log s(-b delta).
-    The loss of an example depends on the whole batch, so batch size matters here."""
+    The loss of an example depends on the whole step's batch (however it is split), so batch size matters here."""
     if paired:
         policy = torch.sort(logps.chosen - logps.rejected).values
         reference = torch.sort(logps.ref_chosen - logps.ref_rejected).values

@@ -4,6 +4,7 @@ token-level values and data columns. All per-pair tensors have shape [B]; token-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -12,6 +13,9 @@ from prefalign.models.logprobs import SequenceLogps
 
 @dataclass
 class PairLogps:
+    # The inputs through which the loss depends on the policy's weights (training/coupled.py).
+    policy_fields: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+
     chosen: torch.Tensor
     rejected: torch.Tensor
     chosen_tokens: torch.Tensor  # |y_w| (EOS included)
@@ -76,6 +80,8 @@ class ListLogps:
     """k responses per prompt, best first: summed log-probs [B, k], lengths, reference, and which slots are
     real responses (lists shorter than k are padded)."""
 
+    policy_fields: ClassVar[tuple[str, ...]] = ("logps",)
+
     logps: torch.Tensor
     n_tokens: torch.Tensor
     valid: torch.Tensor
@@ -94,6 +100,8 @@ class ListLogps:
 class UnpairedLogps:
     """Labelled completions [B] (label True: desirable), and the mismatched completions KTO uses to
     estimate KL(pi || pi_ref)."""
+
+    policy_fields: ClassVar[tuple[str, ...]] = ("logps",)
 
     logps: torch.Tensor
     n_tokens: torch.Tensor

@@ -15,7 +15,7 @@ class KTOParams(LossParams):
     undesirable_weight: float = Field(1.0, gt=0)
 
 
-@register_loss("kto", KTOParams, kind="unpaired")
+@register_loss("kto", KTOParams, kind="unpaired", couples_batch=True)
 def kto(logps: UnpairedLogps, beta: float, desirable_weight: float, undesirable_weight: float) -> tuple[torch.Tensor, dict]:
     """Each completion alone, labelled desirable or not. The reference point z0 = max(0, KL estimate) comes
     from the batch's mismatched completions (prompt_i with completion_{i+1}), without gradient, as in the paper:

@@ -6,7 +6,9 @@ and, for the few that keep running statistics (BCO's reward baseline, beta-DPO's
 factory; such a loss also takes `state` (a dict of floats, saved in checkpoints) and `update` (False while
 evaluating). A loss with trainable parts of its own (SparsePO's learned mask) declares a `module` factory,
 `(params, policy) -> nn.Module`; the loop trains and checkpoints that module with the policy, and the loss
-takes it as `module`."""
+takes it as `module`. A loss in which an example's value depends on the other examples of the batch (a
+batch statistic, a sort) declares `couples_batch`: it then sees the whole step at once, whatever the
+micro-batches and processes (training/coupled.py)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class LossSpec:
     init_state: Callable[[], dict[str, float]] | None = None
     kind: str = "pairwise"
     module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None
+    couples_batch: bool = False  # an example's loss depends on the other examples of the step
 
     @property
     def doc(self) -> str:
@@ -76,13 +79,14 @@ LOSSES: dict[str, LossSpec] = {}
 def register_loss(name: str, params: type[LossParams] = LossParams, needs: tuple[str, ...] = ("reference",),
                   columns: Callable[[LossParams], list[str]] | None = None,
                   state: Callable[[], dict[str, float]] | None = None, kind: str = "pairwise",
-                  module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None) -> Callable:
+                  module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None,
+                  couples_batch: bool = False) -> Callable:
     unknown = set(needs) - set(NEEDS)
     if unknown or kind not in KINDS:
         raise ValueError(f"loss {name}: unknown needs {unknown} or kind {kind!r}")
 
     def wrap(fn: Callable) -> Callable:
-        LOSSES[name] = LossSpec(name, fn, params, frozenset(needs), columns, state, kind, module)
+        LOSSES[name] = LossSpec(name, fn, params, frozenset(needs), columns, state, kind, module, couples_batch)
         return fn
 
     return wrap

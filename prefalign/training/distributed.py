@@ -119,6 +119,19 @@ class Processes:
                 total[1] += n
         return {k: s / n for k, (s, n) in totals.items() if n}
 
+    def gather_rows(self, t: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Every rank's rows of `t` (dim 0) in rank order, and how many each rank gave; ranks may hold
+        different numbers of rows."""
+        if self.world == 1:
+            return t, [t.shape[0]]
+        sizes = self.accelerator.gather(torch.tensor([t.shape[0]], device=self.device)).tolist()
+        was_bool = t.dtype == torch.bool
+        padded = self.accelerator.pad_across_processes(t.to(torch.uint8) if was_bool else t.contiguous(), dim=0)
+        gathered = self.accelerator.gather(padded)
+        rows = max(sizes)
+        out = torch.cat([gathered[r * rows:r * rows + n] for r, n in enumerate(sizes)])
+        return (out.bool() if was_bool else out), sizes
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

@@ -3,8 +3,9 @@
 Each optimizer step takes the micro-batches its batch source hands this process. The loss is normalised over
 the whole effective batch: an objective returns the *sum* of its per-unit losses (units are pairs for
 preference losses, tokens for SFT) and the loop divides by the units of all micro-batches of all processes, so
-1 batch of 8, 4 micro-batches of 2 and 2 processes with 4 each give the same gradient. (Losses whose terms
-couple the examples of a batch, such as KTO's z0 or beta-DPO's batch beta, see one micro-batch at a time.)"""
+1 batch of 8, 4 micro-batches of 2 and 2 processes with 4 each give the same gradient. Losses whose terms
+couple the examples of a batch (KTO's z0, beta-DPO's batch beta, AOT's sort, BCO's baseline) see the whole
+step through the objective's `prepare_step` (training/coupled.py), so the same holds for them."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from prefalign.training.update_guard import count_nonfinite, restore, take_snaps
 
 
 class Objective(Protocol):
-    """What a recipe gives the loop. The last three are optional capabilities with do-nothing defaults: an
+    """What a recipe gives the loop. The last four are optional capabilities with do-nothing defaults: an
     objective that has them overrides them."""
 
     def units(self, batch: Any) -> int:
@@ -52,6 +53,10 @@ class Objective(Protocol):
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        return None
+
+    def prepare_step(self, model: torch.nn.Module, step: StepBatches, processes: Processes) -> None:
+        """Called with a step's micro-batches before their backward passes (losses that couple a step)."""
         return None
 
 
@@ -118,6 +123,7 @@ def accumulate_gradients(model: torch.nn.Module, objective: Objective, micro: li
     step = micro if isinstance(micro, StepBatches) else StepBatches(list(micro))
     counted = step.counted
     units = processes.sum([sum(objective.units(b) for b in counted)])[0]
+    objective.prepare_step(model, step, processes)
     loss_total, parts, tokens = 0.0, [], 0
     for j, batch in enumerate(step.micro):
         real = j < len(counted)

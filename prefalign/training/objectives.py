@@ -9,14 +9,21 @@ import torch
 
 from prefalign.data.collate import ListBatch, PairBatch, UnpairedBatch
 from prefalign.losses.inputs import ListLogps, PairLogps, UnpairedLogps
-from prefalign.losses.registry import BoundLoss, combined_needs
+from prefalign.losses.registry import TOKEN_LEVEL_NEEDS, BoundLoss, combined_needs
 from prefalign.models.logprobs import SequenceLogps, sequence_logps
 from prefalign.models.reference import Reference
+from prefalign.training.batch_sources import StepBatches
+from prefalign.training.coupled import Share, step_shares
+from prefalign.training.distributed import Processes
 from prefalign.training.loop import Objective
+
+Inputs = PairLogps | ListLogps | UnpairedLogps
+Batch = PairBatch | ListBatch | UnpairedBatch
 
 
 class LossObjective(Objective):
-    """What the three objectives share: the weighted sum of terms, their metrics and their state."""
+    """What the three objectives share: the weighted sum of terms, their metrics and their state. Each
+    subclass says how a batch becomes loss inputs (`inputs`) and which metrics those give (`input_metrics`)."""
 
     def __init__(self, losses: list[BoundLoss], reference: Reference | None, logp_chunk: int | None = None) -> None:
         self.losses = losses
@@ -24,6 +31,39 @@ class LossObjective(Objective):
         self.reference = reference
         self.needs = combined_needs(losses)
         self.beta = next((t.beta for t in losses if t.beta is not None), 1.0)
+        self.couples_batch = any(t.spec.couples_batch for t in losses)
+        if self.couples_batch and self.needs & TOKEN_LEVEL_NEEDS:
+            names = ", ".join(t.spec.name for t in losses)
+            raise ValueError(f"loss terms {names}: a loss that couples the batch cannot be combined with token-level "
+                             "terms (their per-token inputs are not gathered across micro-batches)")
+        self._pending: list[Share] = []
+
+    def inputs(self, model: torch.nn.Module, batch: Batch) -> Inputs:
+        raise NotImplementedError
+
+    def input_metrics(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        return {}
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = self.inputs(model, batch)
+        metrics = self.input_metrics(inputs)
+        if self._pending:  # a coupled step: this micro-batch's share of the whole step's loss
+            share = self._pending.pop(0)
+            return share.surrogate(inputs), metrics | share.metrics
+        return self._sum_terms(inputs, model.training, metrics).sum(), metrics
+
+    def prepare_step(self, model: torch.nn.Module, step: StepBatches, processes: Processes) -> None:
+        """For losses that couple the batch: pass 1 of training/coupled.py over the step's micro-batches."""
+        self._pending = []
+        if not self.couples_batch:
+            return
+        with torch.no_grad():
+            parts = [self.inputs(model, b) for b in step.micro]  # fillers too: FSDP2 needs every forward
+
+        def step_loss(inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            metrics: dict[str, torch.Tensor] = {}
+            return self._sum_terms(inputs, model.training, metrics), metrics
+        self._pending = step_shares(parts[:len(step.counted)], step.fillers, step_loss, processes)
 
     def num_tokens(self, batch: PairBatch | ListBatch | UnpairedBatch) -> int:
         return batch.tokens.num_tokens
@@ -76,16 +116,16 @@ class PairObjective(LossObjective):
             reference.vocab_logps = reference.head_hidden = None  # drop them as soon as the KL is taken
         return PairLogps.from_outputs(policy, reference, batch.num_pairs, batch.extras)
 
-    def loss(self, model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logps = self.pair_logps(model, batch)
+    inputs = pair_logps
+
+    def input_metrics(self, logps: PairLogps) -> dict[str, torch.Tensor]:
         metrics = {"logps/chosen": logps.chosen.detach(), "logps/rejected": logps.rejected.detach()}
-        total = self._sum_terms(logps, model.training, metrics)
         if logps.ref_chosen is not None:
             d_w, d_l = logps.log_ratios()
             r_w, r_l = self.beta * d_w.detach(), self.beta * d_l.detach()
             metrics |= {"rewards/chosen": r_w, "rewards/rejected": r_l, "rewards/margins": r_w - r_l,
                         "rewards/accuracies": (r_w > r_l).float()}
-        return total.sum(), metrics
+        return metrics
 
 
 class ListObjective(LossObjective):
@@ -101,10 +141,10 @@ class ListObjective(LossObjective):
         return ListLogps(policy.sum.view(shape), policy.n_tokens.view(shape), batch.valid,
                          None if ref is None else ref.sum.view(shape))
 
-    def loss(self, model: torch.nn.Module, batch: ListBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logps = self.list_logps(model, batch)
-        metrics = {"logps/best": logps.logps[:, 0].detach()}
-        return self._sum_terms(logps, model.training, metrics).sum(), metrics
+    inputs = list_logps
+
+    def input_metrics(self, logps: ListLogps) -> dict[str, torch.Tensor]:
+        return {"logps/best": logps.logps[:, 0].detach()}
 
 
 class UnpairedObjective(LossObjective):
@@ -121,10 +161,10 @@ class UnpairedObjective(LossObjective):
                              None if ref is None else ref.sum[:b], policy.sum[b:].detach(),
                              None if ref is None else ref.sum[b:])
 
-    def loss(self, model: torch.nn.Module, batch: UnpairedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logps = self.unpaired_logps(model, batch)
-        metrics: dict[str, torch.Tensor] = {"logps/completion": logps.logps.detach()}
-        return self._sum_terms(logps, model.training, metrics).sum(), metrics
+    inputs = unpaired_logps
+
+    def input_metrics(self, logps: UnpairedLogps) -> dict[str, torch.Tensor]:
+        return {"logps/completion": logps.logps.detach()}
 
 
 OBJECTIVES = {"pairwise": PairObjective, "ranking": ListObjective, "unpaired": UnpairedObjective}

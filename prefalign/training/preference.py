@@ -19,7 +19,13 @@ from rich.console import Console
 
 from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import DataConfig, TrainConfig
-from prefalign.data.collate import collate_lists, collate_pairs, collate_unpaired, fixed_batches
+from prefalign.data.collate import (
+    collate_lists,
+    collate_pairs,
+    collate_unpaired,
+    fixed_batches,
+    mismatch_partners,
+)
 from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.loading import load_examples, to_lists, to_pairs, to_unpaired
 from prefalign.data.tokenize import CompletionTokenizer, TokenizedPair, tokenize_list, tokenize_unpaired
@@ -256,6 +262,9 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     # Token-level outputs come from the chunked head; models that post-process logits keep the padded layout.
     packed = cfg.engine.packed and (supports_chunked_head(policy) or not combined_needs(losses) & TOKEN_LEVEL_NEEDS)
     collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
+    if kind == "unpaired":  # KTO's mismatched completions, paired by dataset index (split-independent)
+        partners = mismatch_partners([len(data.train), len(data.eval)], cfg.trainer.seed)
+        collate = partial(collate, pool=everything, partners=partners)
     with precision_context(cfg.engine, policy):
         reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
                                     everything, processes, console)
