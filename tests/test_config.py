@@ -62,7 +62,7 @@ def test_loss_params_are_checked_with_suggestions():
         build_losses(load_config(None, ["loss.0.label_smoothing=0.7"]).loss)
 
 
-@pytest.mark.parametrize("name", ["dpo.yaml", "dpo_lora.yaml"])
+@pytest.mark.parametrize("name", ["dpo.yaml", "dpo_lora.yaml", "dpo_ia3.yaml"])
 def test_example_configs_load(name):
     from pathlib import Path
 

@@ -35,3 +35,38 @@ def test_dora_trains_and_its_merged_export_equals_the_adapter(tiny_model_dir, pa
     merged = AutoModelForCausalLM.from_pretrained(run.outputs["model"])
     torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(merged(ids).logits, base_logits)
+
+
+def test_ia3_trains_with_the_disabled_adapter_as_reference_and_merges_on_export(tiny_model_dir, pairs_file, tmp_path):
+    from peft import PeftModel
+    from peft.tuners.ia3 import IA3Layer
+
+    from prefalign.models.loading import load_policy
+    from prefalign.training.metrics import read_metrics
+
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), ia3={})
+    policy = load_policy(model_cfg)
+    layers = [m for m in policy.modules() if isinstance(m, IA3Layer)]
+    assert layers, "peft's default IA3 modules for Llama (k_proj, v_proj, down_proj)"
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    assert 0 < trainable < 0.05 * sum(p.numel() for p in policy.parameters())
+    cfg = make_config(tiny_model_dir, pairs_file, tmp_path / "ia3", max_steps=5, lr=5e-2, batch_size=8)
+    cfg.model = model_cfg
+    run = train_preference(cfg)
+    metrics = read_metrics(run.run_dir)
+    assert metrics[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # IA3 starts at the identity
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    ids = torch.tensor([[2, 10, 11, 12, 13]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base_logits = base(ids).logits
+    adapted = PeftModel.from_pretrained(base, run.outputs["adapter"])
+    merged = AutoModelForCausalLM.from_pretrained(run.outputs["model"])
+    torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(merged(ids).logits, base_logits)
+
+
+def test_one_adapter_per_policy():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="one adapter"):
+        ModelConfig(lora={}, ia3={})

@@ -42,7 +42,8 @@ def test_a_pretrained_minilm_encoder_learns_the_toy_preferences(data, tmp_path):
 
     sections = tmp_path / "sections.json"
     sections.write_text(json.dumps({"words": ["review", "list"], "numbers": ["arithmetic"]}))
-    result = runner.invoke(app, ["rm", "eval", str(held), "--model", str(out / "reward_model"), "--max-length", "96",
+    # No --max-length: the length the model was trained at (96) is recorded in its folder and used.
+    result = runner.invoke(app, ["rm", "eval", str(held), "--model", str(out / "reward_model"),
                                  "--sections", str(sections), "--json", str(tmp_path / "eval.json")])
     assert result.exit_code == 0, result.output
     figures = json.loads((tmp_path / "eval.json").read_text())

@@ -319,6 +319,12 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the figur
 WeightsOpt = Annotated[Optional[str], typer.Option(help="comma-separated weight per objective, e.g. 0.7,0.3")]
 
 
+RewardLengthOpt = Annotated[Optional[int], typer.Option(
+    help="max tokens per sequence (default: the length the reward model was trained at; 512 for a policy or an "
+         "older folder)")]
+BadRowOpt = Annotated[str, typer.Option(help="error (stop at the first bad row) or skip (leave it out, counted)")]
+
+
 def _weights(text: str | None) -> list[float] | None:
     return [float(x) for x in text.split(",")] if text else None
 
@@ -328,13 +334,14 @@ def _weights(text: str | None) -> list[float] | None:
 def rm_score(model: Annotated[Path, typer.Argument(help="reward model folder (reward_model/ of a run)")],
              data: Annotated[str, typer.Argument(help="preference data (any pairwise format)")],
              out: Annotated[Path, typer.Option(help="JSONL: one margin per pair")] = Path("scores.jsonl"),
-             weights: WeightsOpt = None, max_length: int = 512, trust_remote_code: TrustCodeOpt = False) -> None:
+             weights: WeightsOpt = None, max_length: RewardLengthOpt = None, on_bad_row: BadRowOpt = "error",
+             trust_remote_code: TrustCodeOpt = False) -> None:
     """Score every pair of DATA: margin = how strongly the model prefers the chosen response."""
     from prefalign.atomic_files import write_text_atomic
     from prefalign.rewards.evaluate import score_with_reward_model
 
     scored = score_with_reward_model(str(model), data, max_length, weights=_weights(weights),
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, on_bad_row=on_bad_row)
     write_text_atomic(out, "".join(json.dumps({"row": p.ref.row, "margin": float(m)}) + "\n"
                                    for p, m in zip(scored.pairs, scored.margins)))
     console.print(f"{len(scored.pairs)} pairs scored -> {out}")
@@ -346,7 +353,8 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
             model: Annotated[Optional[Path], typer.Option(help="reward model folder")] = None,
             policy: Annotated[Optional[str], typer.Option(help="a DPO policy: score with its implicit reward")] = None,
             reference: Annotated[Optional[str], typer.Option(help="the policy's reference model")] = None,
-            beta: float = 0.1, weights: WeightsOpt = None, max_length: int = 512,
+            beta: float = 0.1, weights: WeightsOpt = None, max_length: RewardLengthOpt = None,
+            on_bad_row: BadRowOpt = "error",
             sections: Annotated[Optional[Path], typer.Option(help="JSON {section: [subsets]} (RewardBench-style)")] = None,
             json_out: JsonOpt = None, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
     """Accuracy (overall, per subset, per section), calibration (ECE), and for a policy its ranking accuracy."""
@@ -356,9 +364,10 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
     if (model is None) == (policy is None) or (policy is not None and reference is None):
         raise ValueError("give either --model, or --policy with --reference")
     scored = (score_with_reward_model(str(model), data, max_length, weights=_weights(weights),
-                                      trust_remote_code=trust_remote_code) if model
-              else score_with_implicit_reward(policy, reference, data, beta, max_length,
-                                              trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
+                                      trust_remote_code=trust_remote_code, on_bad_row=on_bad_row) if model
+              else score_with_implicit_reward(policy, reference, data, beta, max_length or 512,
+                                              trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                                              on_bad_row=on_bad_row))
     summary = summarize(scored, json.loads(sections.read_text()) if sections else None)
     console.print_json(json.dumps(summary))
     if json_out:

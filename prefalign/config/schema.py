@@ -26,6 +26,16 @@ class LoraSettings(Strict):
     use_rslora: bool = False
 
 
+class IA3Settings(Strict):
+    """IA3 through `peft` (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper
+    than In-Context Learning"): learned vectors that rescale attention keys and values and the feed-forward
+    activations (0.2% of the toy model's parameters). Module names default to peft's for the architecture;
+    `feedforward_modules` must be a subset of `target_modules`."""
+
+    target_modules: list[str] | None = None
+    feedforward_modules: list[str] | None = None
+
+
 class ModelConfig(Strict):
     """The policy. `name_or_path` is a hub id, a local folder, or `toy` for the bundled toy base."""
 
@@ -38,7 +48,21 @@ class ModelConfig(Strict):
     allow_pickle: bool = Field(False, description="load pickle weights (pytorch_model.bin) when a folder has no "
                                "safetensors; unpickling can run code")
     gradient_checkpointing: bool = False
+    disable_dropout: bool = Field(True, description="set every dropout probability to 0, as the field does for "
+                                  "preference and reward training (TRL's default); false keeps the model's own")
     lora: LoraSettings | None = None
+    ia3: IA3Settings | None = None
+
+    @model_validator(mode="after")
+    def _one_adapter(self) -> ModelConfig:
+        if self.lora is not None and self.ia3 is not None:
+            raise ValueError("model.lora and model.ia3 are both set; a policy takes one adapter")
+        return self
+
+    @property
+    def adapter(self) -> LoraSettings | IA3Settings | None:
+        """The policy's adapter (LoRA or IA3), or None for full fine-tuning."""
+        return self.lora or self.ia3
 
 
 class ReferenceConfig(Strict):
@@ -247,12 +271,23 @@ class OnlineConfig(Strict):
                                             "`prompt` field (jsonl/json/csv/parquet)")
     samples: int = Field(4, ge=2, description="completions sampled per prompt")
     generate_every: int = Field(1, gt=0, description="optimizer steps trained on each round's pairs")
-    pairs: Literal["best_vs_worst", "all_pairs"] = "best_vs_worst"
-    scorer: str = Field("gold", description="gold, noisy_gold, verifier, or rm:FOLDER (a saved reward model)")
+    pairs: Literal["best_vs_worst", "all_pairs", "rso"] = "best_vs_worst"
+    scorer: str = Field("gold", description="gold, noisy_gold, verifier, self_consistency, or rm:FOLDER (a saved "
+                                            "reward model)")
+    min_margin: float = Field(0.0, ge=0, description="skip pairs whose score margin is below this (ScPO's vote "
+                                                     "margin: a fraction of online.samples)")
+    rso_beta: float = Field(0.5, gt=0, description="rso: temperature of the reward tilt pi(y|x) exp(r / beta)")
+    rso_accepted: int = Field(2, ge=2, description="rso: samples accepted per prompt, paired two by two")
     noise: float = Field(0.5, ge=0, description="noisy_gold: the annotator's noise (std of the score)")
     max_new_tokens: int = Field(48, gt=0)
     temperature: float = Field(1.0, gt=0)
     generation_batch_size: int = Field(64, gt=0, description="sequences per generate call")
+
+    @model_validator(mode="after")
+    def _rso_within_samples(self) -> OnlineConfig:
+        if self.pairs == "rso" and self.rso_accepted > self.samples:
+            raise ValueError(f"online.rso_accepted ({self.rso_accepted}) exceeds online.samples ({self.samples})")
+        return self
 
 
 class RewardTermConfig(Strict):

@@ -9,7 +9,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from prefalign.config.schema import LoraSettings, ModelConfig
+from prefalign.config.schema import IA3Settings, LoraSettings, ModelConfig
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 
 TOY_BASE = Path(__file__).resolve().parent.parent / "toy" / "assets" / "base"
@@ -34,6 +34,18 @@ def load_tokenizer(cfg: ModelConfig) -> object:
     return tok
 
 
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Every dropout probability to 0: the loss then sees the function it is scored with (reference and
+    policy alike), and training is cheaper (no masks kept for backward)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for name in ("attention_dropout", "dropout_prob"):  # a float that attention passes to its kernel
+            if isinstance(getattr(m, name, None), float):
+                setattr(m, name, 0.0)
+    return model
+
+
 def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrainedModel:
     kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision}
     if cfg.attn_implementation:
@@ -43,7 +55,7 @@ def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrai
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    return model
+    return disable_dropout(model) if cfg.disable_dropout else model
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
@@ -55,9 +67,22 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
     return get_peft_model(model, config)
 
 
+def add_ia3(model: PreTrainedModel, ia3: IA3Settings) -> PreTrainedModel:
+    from peft import IA3Config, get_peft_model
+
+    config = IA3Config(target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules,
+                       task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # peft knows default module names for common architectures only
+        raise ValueError(f"model.ia3: {exc}; set model.ia3.target_modules and feedforward_modules") from None
+
+
 def load_policy(cfg: ModelConfig) -> PreTrainedModel:
     model = load_causal_lm(cfg)
-    return add_lora(model, cfg.lora) if cfg.lora else model
+    if cfg.lora:
+        return add_lora(model, cfg.lora)
+    return add_ia3(model, cfg.ia3) if cfg.ia3 else model
 
 
 def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
@@ -69,7 +94,7 @@ def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
 
 def load_for_inference(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> PreTrainedModel:
     """A trained policy by where it lies: a model folder, hub id or `toy`; a run folder (its `model/`); or one
-    checkpoint of a run (`RUN/checkpoints/step-N`: the run's config.yaml rebuilds the model, LoRA included,
+    checkpoint of a run (`RUN/checkpoints/step-N`: the run's config.yaml rebuilds the model, its adapter included,
     and the checkpoint's trainable weights are copied in). A run folder is not trusted input: its config's
     `trust_remote_code` and `allow_pickle` are replaced by this call's, which only the user's command sets."""
     folder = Path(path)

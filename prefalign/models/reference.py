@@ -36,11 +36,11 @@ class FrozenCopyReference(Reference):
 
 
 class DisabledAdapterReference(Reference):
-    """The reference is the base under the LoRA adapter: no second copy of the weights in memory."""
+    """The reference is the base under the adapter (LoRA, IA3): no second copy of the weights in memory."""
 
     def __init__(self, peft_model: torch.nn.Module) -> None:
         if not hasattr(peft_model, "disable_adapter"):
-            raise ValueError("reference.kind=adapter needs a model with a LoRA adapter (model.lora)")
+            raise ValueError("reference.kind=adapter needs a model with an adapter (model.lora or model.ia3)")
         self.model = peft_model
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
 from prefalign.config.schema import OnlineTrainConfig
@@ -19,7 +18,7 @@ from prefalign.data.collate import collate_pairs
 from prefalign.data.prompts import read_prompts
 from prefalign.losses.registry import build_losses, loss_kind
 from prefalign.models.engine import precision_context
-from prefalign.models.loading import load_policy, load_tokenizer
+from prefalign.models.loading import disable_dropout, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.online.rollouts import RolloutLog, RolloutSource
 from prefalign.online.scorers import build_scorer
@@ -48,13 +47,6 @@ def online_prompts(source: str, seed: int) -> list[str]:
     prompts = list(prompts)
     random.Random(seed).shuffle(prompts)
     return prompts
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Samples and their log-probs must come from the same function: no dropout in policy or reference."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
 
 
 def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console | None = None,

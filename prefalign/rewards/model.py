@@ -39,6 +39,7 @@ class RewardSpec:
     dim: int = 0  # gpm: embedding size (even); pal: feature size
     prototypes: int = 0  # pal
     users: list[str] = field(default_factory=list)  # pal: the users (or groups) seen in training
+    max_length: int | None = None  # the training max length, the default for scoring (None: older folders)
 
     @property
     def outputs(self) -> int:

@@ -17,11 +17,11 @@ from rich.console import Console
 from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import RewardTrainConfig
 from prefalign.data.collate import PairBatch, collate_pairs, fixed_batches
-from prefalign.data.errors import DataError
+from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
-from prefalign.models.loading import DTYPES, load_tokenizer, resolve_path
+from prefalign.models.loading import DTYPES, disable_dropout, load_tokenizer, resolve_path
 from prefalign.models.logprobs import unwrap
 from prefalign.rewards.gpm import embed, preference_score
 from prefalign.rewards.inputs import RewardTokenizer, with_extras
@@ -30,7 +30,7 @@ from prefalign.rewards.metrics import expected_calibration_error, pair_accuracy
 from prefalign.rewards.model import RewardModel, RewardSpec, backbone_kind, build_reward_model
 from prefalign.training.distributed import start_processes
 from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
-from prefalign.training.preference import seed_everything, split_by_row
+from prefalign.training.preference import seed_everything, split_by_row, tokenize_all
 from prefalign.training.run_folder import claim_run_folder
 
 USER_INDEX = "__user_index"
@@ -93,8 +93,10 @@ def _require(pair: PreferencePair, column: str, numeric: bool = True) -> None:
                         "missing_column")
 
 
-def reward_pairs(cfg: RewardTrainConfig, tok: RewardTokenizer) -> tuple[list[TokenizedPair], list[TokenizedPair], list[str]]:
-    """(train, held-out, users): tokenized pairs carrying the columns the head reads."""
+def reward_pairs(cfg: RewardTrainConfig, tok: RewardTokenizer) -> tuple[list[TokenizedPair], list[TokenizedPair], list[str], BadRowTally]:
+    """(train, held-out, users, the rows skipped and why): tokenized pairs carrying the columns the head
+    reads. With data.on_bad_row: skip, a row that fails (a missing column, too long under too_long: reject)
+    is counted and left out, as in `prefalign train`."""
     loaded = load_examples(cfg.data.train, cfg.data)
     pairs = to_pairs(loaded, cfg.data, cfg.trainer.seed)
     if cfg.data.eval:
@@ -118,7 +120,11 @@ def reward_pairs(cfg: RewardTrainConfig, tok: RewardTokenizer) -> tuple[list[Tok
             tokenized = with_extras(tokenized, **{USER_INDEX: float(users.index(user))})
         return tokenized
 
-    return [tokenize(p) for p in pairs], [tokenize(p) for p in held], users
+    train = tokenize_all(pairs, tokenize, cfg.data, loaded.tally)
+    held_out = tokenize_all(held, tokenize, cfg.data, loaded.tally)
+    if not train:
+        raise DataError(cfg.data.train, None, "no training pairs left after validation", "empty")
+    return train, held_out, users, loaded.tally
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------
@@ -141,8 +147,8 @@ def batch_margins(model: RewardModel, batches: list[PairBatch], weights: torch.T
 
 def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None,
                        overwrite: bool = False) -> RewardRun:
-    if cfg.model.lora is not None:
-        raise ValueError("model.lora: reward models train the full backbone for now; remove model.lora")
+    if cfg.model.adapter is not None:
+        raise ValueError("model.lora / model.ia3: reward models train the full backbone for now; remove the adapter")
     processes = start_processes(cfg.distributed, cfg.engine.autocast)
     if processes.strategy == "fsdp2":
         raise ValueError("reward models train in one process or with DDP (distributed.strategy: ddp); "
@@ -153,15 +159,20 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     path = resolve_path(cfg.model.name_or_path)
     kind = backbone_kind(path, cfg.model.trust_remote_code) if cfg.reward.backbone == "auto" else cfg.reward.backbone
     tokenizer = load_tokenizer(cfg.model)
-    tok = RewardTokenizer(tokenizer, kind, cfg.data.max_length, cfg.data.max_prompt_length)
-    train, held, users = reward_pairs(cfg, tok)
+    tok = RewardTokenizer(tokenizer, kind, cfg.data.max_length, cfg.data.max_prompt_length, cfg.data.too_long)
+    train, held, users, tally = reward_pairs(cfg, tok)
+    if console:
+        for line in tally.summary_lines():
+            console.print(f"data: {line}", markup=False)
     r = cfg.reward
     spec = RewardSpec(kind, r.head, r.objectives or ["reward"], r.dim if r.head != "scalar" else 0,
-                      r.prototypes if r.head == "pal" else 0, users)
+                      r.prototypes if r.head == "pal" else 0, users, max_length=cfg.data.max_length)
     model = build_reward_model(path, spec, DTYPES[cfg.model.dtype], cfg.model.trust_remote_code,
                                cfg.model.attn_implementation, cfg.model.allow_pickle).to(processes.device)
     if cfg.model.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
+    if cfg.model.disable_dropout:
+        disable_dropout(model)
     packed = cfg.engine.packed and kind == "decoder"
     eval_batches = fixed_batches(held, cfg.trainer.eval_batch_size, tok.pad_id,
                                  collate=partial(collate_pairs, packed=packed))
@@ -171,8 +182,10 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     if processes.is_main:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     if console:
+        truncated = tok.truncated + tok.completions.truncated
         console.print(f"reward model: {kind} backbone {cfg.model.name_or_path}, head {r.head}; "
-                      f"{len(train)} training pairs, {len(held)} held out")
+                      f"{len(train)} training pairs, {len(held)} held out; {truncated} sequences truncated to "
+                      f"{cfg.data.max_length} tokens")
     objective = RewardObjective(spec, r.margin_column, r.center, r.objectives)
     loop = train_loop(model, objective, LoopData(train, collate, eval_batches), cfg.trainer, run_dir, resume=resume,
                       console=console, processes=processes)
@@ -182,8 +195,8 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     model_dir = model.save(run_dir / "reward_model")
     tokenizer.save_pretrained(model_dir / "backbone")
     margins = batch_margins(model, [b.to(processes.device) for b in eval_batches])
-    summary = {"pairs_train": len(train), "pairs_held_out": len(held), "steps": loop.steps,
-               "skipped_steps": loop.skipped_steps}
+    summary = {"pairs_train": len(train), "pairs_held_out": len(held), "rows_skipped": dict(tally.counts),
+               "steps": loop.steps, "skipped_steps": loop.skipped_steps}
     if len(margins):
         summary |= {"held_out_accuracy": pair_accuracy(margins), "held_out_ece": expected_calibration_error(margins)}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))

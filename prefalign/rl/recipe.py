@@ -15,9 +15,9 @@ from rich.console import Console
 from prefalign.config.schema import RLTrainConfig
 from prefalign.losses.registry import build_losses, loss_kind
 from prefalign.models.engine import precision_context
-from prefalign.models.loading import load_policy, load_tokenizer
+from prefalign.models.loading import disable_dropout, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
-from prefalign.online.recipe import OnlineRun, disable_dropout, online_prompts
+from prefalign.online.recipe import OnlineRun, online_prompts
 from prefalign.online.rollouts import RolloutLog
 from prefalign.rl.advantages import ADVANTAGES
 from prefalign.rl.batch import collate_groups

