@@ -16,3 +16,9 @@ def read_prompts(source: str, split: str = "train") -> list[str]:
     if not prompts:
         raise DataError(source, None, "no prompts", "empty")
     return prompts
+
+
+def cycling_slice(prompts: list[str], cursor: int, n: int) -> list[str]:
+    """The n prompts from position `cursor` on, starting over at the end: how online and RL sources walk
+    their prompts (the cursor is what their checkpoints keep)."""
+    return [prompts[(cursor + i) % len(prompts)] for i in range(n)]

@@ -32,17 +32,6 @@ def check_weights_are_safetensors(name_or_path: str, allow_pickle: bool = False)
             ".save_pretrained(DIR)), or pass --allow-pickle (model.allow_pickle: true) if you trust this folder")
 
 
-def _refusing_remote_code(name_or_path: str, load: object, *args: object, **kwargs: object) -> object:
-    try:
-        return load(*args, **kwargs)
-    except ValueError as exc:
-        if "trust_remote_code" not in str(exc):
-            raise
-        raise UnsafeFolderError(f"{name_or_path}: needs its own Python code (auto_map) to load; prefalign runs a "
-                                "folder's code only when you pass --trust-remote-code (model.trust_remote_code: "
-                                "true in your config)") from None
-
-
 def check_exists(name_or_path: str) -> None:
     """A path that is not there is said to be one, not sent to the hub as a malformed repo id."""
     looks_local = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
@@ -51,9 +40,17 @@ def check_exists(name_or_path: str) -> None:
 
 
 def _located(name_or_path: str, load: object, *args: object, **kwargs: object) -> object:
+    """`load(...)`, with transformers' two confusing failures said plainly: a folder that needs its own code
+    (refused unless trusted), and a name that is neither a folder here nor reachable on the hub."""
     check_exists(name_or_path)
     try:
-        return _refusing_remote_code(name_or_path, load, *args, **kwargs)
+        return load(*args, **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UnsafeFolderError(f"{name_or_path}: needs its own Python code (auto_map) to load; prefalign runs a "
+                                "folder's code only when you pass --trust-remote-code (model.trust_remote_code: "
+                                "true in your config)") from None
     except OSError as exc:
         if Path(name_or_path).exists():
             raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ import torch
 
 from prefalign.config.schema import OnlineConfig, TrainerConfig
 from prefalign.data.errors import RowRef
+from prefalign.data.prompts import cycling_slice
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.decoding.sampling import sample
-from prefalign.online.pairs import PAIR_RULES
+from prefalign.online.pairs import PAIR_RULES, PairChoice, PairContext
 from prefalign.online.scorers import Scorer
 from prefalign.training.batch_sources import BatchSource, StepBatches, split_step
 from prefalign.training.metrics import keep_logged, read_jsonl
@@ -129,14 +131,14 @@ class RolloutSource(BatchSource):
     # -- sampling -----------------------------------------------------------------------------------------
 
     def _next_prompts(self, n: int) -> list[str]:
-        out = [self.prompts[(self.cursor + i) % len(self.prompts)] for i in range(n)]
+        out = cycling_slice(self.prompts, self.cursor, n)
         self.cursor += n
         return out
 
     def _sample_round(self, round_: int, step: int) -> None:
         need = self.step_size * self.cfg.generate_every
         k = self.cfg.samples
-        per_prompt = 1 if self.cfg.pairs == "best_vs_worst" else k * (k - 1) // 2
+        per_prompt = {"best_vs_worst": 1, "rso": self.cfg.rso_accepted // 2}.get(self.cfg.pairs, k * (k - 1) // 2)
         pairs: list[TokenizedPair] = []
         stats, records = RoundStats(), []
         for draw in range(MAX_DRAWS):
@@ -167,7 +169,9 @@ class RolloutSource(BatchSource):
         records = []
         for i, (prompt, row) in enumerate(zip(prompts, drawn)):
             scores = flat[i * k:(i + 1) * k]
-            choice = rule(scores, texts[i])
+            context = PairContext(random.Random(seed * 1_000_003 + i), self.cfg.rso_beta, self.cfg.rso_accepted)
+            choice = rule(scores, texts[i], context)
+            choice = _above_margin(choice, scores, self.cfg.min_margin)
             self.ties += choice.ties
             stats.ties += choice.ties
             stats.samples += k
@@ -181,6 +185,14 @@ class RolloutSource(BatchSource):
             records.append({"round": round_, "policy_step": step, "prompt": prompt, "completions": texts[i],
                             "scores": scores, "pairs": choice.pairs, "buffer_index": used, "why": choice.why})
         return records
+
+
+def _above_margin(choice: PairChoice, scores: list[float], min_margin: float) -> PairChoice:
+    """Drop the pairs whose score margin is under `online.min_margin` (ScPO's vote-margin filter)."""
+    kept = [(a, b) for a, b in choice.pairs if scores[a] - scores[b] >= min_margin]
+    if len(kept) == len(choice.pairs):
+        return choice
+    return PairChoice(kept, choice.ties, f"{choice.why}; {len(choice.pairs) - len(kept)} under margin {min_margin}")
 
 
 def _pair(round_: int, i: int, prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[int],

@@ -6,11 +6,14 @@ resumed run labels its rollouts exactly as the interrupted one did and no RNG st
   gold        the toy world's gold reward
   noisy_gold  gold + N(0, online.noise^2): an unreliable annotator
   verifier    toy arithmetic: 1 if the first number stated is the answer, else 0 (arithmetic prompts only)
+  self_consistency  the share of the prompt's samples that state the same answer (ScPO's vote); never
+              reads the true answer, so it labels prompts that have none
   rm:FOLDER   a saved scalar reward model (prefalign rm train)"""
 
 from __future__ import annotations
 
 import random
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -49,6 +52,24 @@ class ArithmeticVerifier:
         return out
 
 
+class SelfConsistencyVote:
+    """ScPO (Prasad et al. 2024, "Self-Consistency Preference Optimization"): each response scores the
+    fraction of the same prompt's responses (in this call) whose answer, the first number stated, equals
+    its own; a response that states no answer scores 0. Only the responses are read."""
+
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        answers = [first_number(r) for r in responses]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, p in enumerate(prompts):
+            groups[p].append(i)
+        out = [0.0] * len(responses)
+        for members in groups.values():
+            votes = Counter(answers[i] for i in members if answers[i] is not None)
+            for i in members:
+                out[i] = votes[answers[i]] / len(members) if answers[i] is not None else 0.0
+        return out
+
+
 class RewardModelScorer:
     def __init__(self, folder: str) -> None:
         from prefalign.rewards.scoring import RewardScorer
@@ -63,6 +84,7 @@ SCORERS: dict[str, Callable[..., Scorer]] = {
     "gold": lambda arg, noise: GoldScorer(),
     "noisy_gold": lambda arg, noise: NoisyGoldScorer(noise),
     "verifier": lambda arg, noise: ArithmeticVerifier(),
+    "self_consistency": lambda arg, noise: SelfConsistencyVote(),
     "rm": lambda arg, noise: RewardModelScorer(arg),
 }
 

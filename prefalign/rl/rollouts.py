@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from prefalign.config.schema import RLConfig, TrainerConfig
+from prefalign.data.prompts import cycling_slice
 from prefalign.decoding.sampling import Sample, sample
 from prefalign.models.logprobs import sequence_logps
 from prefalign.models.reference import Reference
@@ -138,7 +139,7 @@ class GroupRolloutSource(BatchSource):
     # -- making a rollout ---------------------------------------------------------------------------------
 
     def _next_prompts(self, n: int) -> list[str]:
-        out = [self.prompts[(self.cursor + i) % len(self.prompts)] for i in range(n)]
+        out = cycling_slice(self.prompts, self.cursor, n)
         self.cursor += n
         return out
 

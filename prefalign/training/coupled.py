@@ -72,17 +72,11 @@ def step_shares(parts: list[Inputs], n_fillers: int, loss_fn: Callable[[Inputs],
     per micro-batch, then zero shares for the fillers. `loss_fn` maps the whole step's inputs to per-example
     losses [N] and metrics; it is called once, on every process alike."""
     local = concat(parts)
-    offset = 0
-    everyone = local
+    everyone, offset = local, 0
     if processes.world > 1:
-        gathered: dict[str, list[int]] = {}
-
-        def gather(t: torch.Tensor) -> torch.Tensor:
-            out, sizes = processes.gather_rows(t)
-            gathered["sizes"] = sizes
-            return out
-        everyone = _map_tensors(local, gather)
-        offset = sum(gathered["sizes"][:processes.rank])
+        sizes = processes.gather_rows(getattr(local, local.policy_fields[0]))[1]
+        offset = sum(sizes[:processes.rank])
+        everyone = _map_tensors(local, lambda t: processes.gather_rows(t)[0])
     leaves = {name: getattr(everyone, name).detach().float().requires_grad_() for name in everyone.policy_fields}
     everyone = replace(everyone, **leaves)
     with torch.enable_grad():
