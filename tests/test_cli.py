@@ -37,14 +37,15 @@ def test_config_show_applies_overrides(tmp_path):
 
 def test_data_validate_reports_and_counts(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [
-        {"prompt": "p", "chosen": " a", "rejected": " b"},
-        {"prompt": "p", "chosen": " a", "rejected": " a"},
-        {"prompt": "p", "chosen": "", "rejected": " b"},
+        {"prompt": "review the red lamp .", "chosen": " the lamp is great .", "rejected": " the lamp is awful ."},
+        {"prompt": "review the red lamp .", "chosen": " the lamp is great .", "rejected": " the lamp is great ."},
+        {"prompt": "review the red lamp .", "chosen": "", "rejected": " the lamp is awful ."},
     ])
     result = runner.invoke(app, ["data", "validate", str(path), "--tokenizer", "toy"])
     assert result.exit_code == 0, result.output
     assert "format: standard; 1 valid examples" in result.output
     assert "3 rows read, 2 skipped" in result.output and "identical_pair" in result.output
+    assert "1 tokenized" in result.output
 
 
 def test_data_validate_error_mode_names_row(tmp_path):

@@ -248,9 +248,15 @@ def losses() -> None:
 def zoo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/zoo"),
         doc: Annotated[Optional[Path], typer.Option(help="markdown table to write")] = Path("docs/losses.md"),
         steps: int = 150, prompts: int = 1200, eval_prompts: int = 200, seed: int = 0,
-        only: Annotated[Optional[list[str]], typer.Option(help="run only losses whose label contains this")] = None) -> None:
+        only: Annotated[Optional[list[str]], typer.Option(help="run only losses whose label contains this")] = None,
+        from_json: Annotated[Optional[Path], typer.Option(help="only rewrite --doc from a finished run's zoo.json")] = None) -> None:
     """Run every preference loss on the toy task with the same data, budget and seed; write a table."""
-    from prefalign.evaluation.zoo import run_zoo
+    from prefalign.evaluation.zoo import render_from_json, run_zoo
+
+    if from_json is not None:
+        render_from_json(from_json, doc, {"steps": steps, "n_prompts": prompts, "n_eval": eval_prompts, "seed": seed})
+        console.print(f"table in {doc} (from {from_json})")
+        return
 
     rows = run_zoo(out, doc, steps=steps, n_prompts=prompts, n_eval_prompts=eval_prompts, seed=seed, only=only,
                    console=console)

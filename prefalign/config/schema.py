@@ -94,7 +94,8 @@ class DataConfig(Strict):
     eval: str | None = None
     eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split: str = "train"
-    format: Literal["auto", "standard", "conversational", "implicit", "rated", "ranked", "unpaired"] = "auto"
+    format: Literal["auto", "standard", "conversational", "implicit", "rated", "ranked", "unpaired",
+                    "joint", "triple"] = "auto"
     on_bad_row: Literal["error", "skip"] = "error"
     max_length: int = Field(512, gt=1)
     max_prompt_length: int | None = Field(None, gt=0)
@@ -357,8 +358,8 @@ class RLConfig(Strict):
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     max_new_tokens: int = Field(24, gt=0)
-    temperature: float = Field(1.0, gt=0, description="log-probs are the policy's at temperature 1; other "
-                                                      "values sample off-policy")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature; the policy's and the reference's "
+                                                      "log-probs are taken at it too, so ratios are the sampler's")
     generation_batch_size: int = Field(128, gt=0)
 
 

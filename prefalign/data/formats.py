@@ -61,6 +61,9 @@ def detect_format(fields: dict, where: RowRef | str) -> str:
 # -- field checks ---------------------------------------------------------------------------------------
 
 
+ROLES = ("system", "user", "assistant", "tool")
+
+
 def _field(fields: dict, name: str, ref: RowRef) -> object:
     if name not in fields or fields[name] is None:
         raise DataError(ref, name, "missing", "missing_field")
@@ -79,6 +82,9 @@ def _text(value: object, ref: RowRef, name: str, *, allow_empty: bool = False) -
                 raise DataError(ref, f"{name}[{i}]", "expected a message {role: str, content: str}", "mistyped_field")
             if not isinstance(msg["content"], str):
                 raise DataError(ref, f"{name}[{i}].content", f"expected a string, got {type(msg['content']).__name__}", "mistyped_field")
+            if msg["role"] not in ROLES:
+                raise DataError(ref, f"{name}[{i}].role", f"unknown role {msg['role']!r}; expected one of "
+                                f"{', '.join(ROLES)}", "bad_role")
         if not allow_empty and not any(m["content"].strip() for m in value):
             raise DataError(ref, name, "is empty", "empty_response")
         return [{"role": m["role"], "content": m["content"]} for m in value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from prefalign.config.schema import DataConfig
@@ -16,7 +17,9 @@ from prefalign.data.examples import (
 )
 from prefalign.data.formats import PARSERS, detect_format, parse_rated
 from prefalign.data.pairs import pairs_from_ranked, pairs_from_rated
-from prefalign.data.readers import read_records
+from prefalign.data.readers import RawRecord, read_records
+
+DETECT_ROWS = 64  # rows whose keys vote on the format when data.format is auto
 
 
 @dataclass
@@ -24,19 +27,46 @@ class LoadedExamples:
     examples: list[Example]
     format: str
     tally: BadRowTally
+    format_note: str = ""  # how the format was decided, when it was detected
+
+
+def detect_from_rows(records: list[RawRecord]) -> tuple[str, str]:
+    """The format most of the first rows have (ties: the earliest row's), and a note naming the rows that
+    decided it and those that disagree, so one odd first row cannot decide a whole file."""
+    votes: dict[str, list[RawRecord]] = {}
+    first_error = None
+    for record in records:
+        try:
+            votes.setdefault(detect_format(record.fields, record.ref), []).append(record)
+        except DataError as err:
+            first_error = first_error or err
+    if not votes:
+        raise first_error
+    fmt = max(votes, key=lambda f: len(votes[f]))
+    note = f"{fmt} (the keys of {len(votes[fmt])} of the first {len(records)} rows, from {votes[fmt][0].ref})"
+    others = [f"{f} at {rows[0].ref}" for f, rows in votes.items() if f != fmt]
+    if others:
+        note += "; other rows look like " + ", ".join(others) + " and are read as " + fmt
+    return fmt, note
 
 
 def load_examples(source: str, cfg: DataConfig) -> LoadedExamples:
     """Parse every record of `source` in the declared (or detected) format. A bad row raises its DataError,
     or, with `on_bad_row: skip`, is counted in the tally and left out."""
     fmt = None if cfg.format == "auto" else cfg.format
-    tally, examples = BadRowTally(), []
-    for record in read_records(source, cfg.split):
+    tally, examples, note = BadRowTally(), [], ""
+    records = read_records(source, cfg.split)
+    if fmt is None:
+        head = list(itertools.islice(records, DETECT_ROWS if cfg.limit is None else min(DETECT_ROWS, cfg.limit)))
+        if not head:
+            raise DataError(source, None, "no usable rows", "empty")
+        fmt, note = detect_from_rows(head)
+        records = itertools.chain(head, records)
+    for record in records:
         if cfg.limit is not None and tally.total_rows >= cfg.limit:
             break
         tally.total_rows += 1
         try:
-            fmt = fmt or detect_format(record.fields, record.ref)
             if fmt == "rated":
                 examples.append(parse_rated(record.fields, record.ref, cfg.pairs.score_key))
             else:
@@ -47,7 +77,7 @@ def load_examples(source: str, cfg: DataConfig) -> LoadedExamples:
             tally.add(err)
     if not examples:
         raise DataError(source, None, "no usable rows" + (f" ({tally.skipped} skipped)" if tally.skipped else ""), "empty")
-    return LoadedExamples(examples, fmt or "standard", tally)
+    return LoadedExamples(examples, fmt, tally, note)
 
 
 def to_pairs(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[PreferencePair]:

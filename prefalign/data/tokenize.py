@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import jinja2
+
 from prefalign.data.errors import DataError, RowRef
 from prefalign.data.examples import PreferencePair, Text
 
@@ -36,6 +38,11 @@ class TokenizedPair:
         """(prompt, completion) token rows of the chosen and the rejected side."""
         rejected_prompt = self.prompt_ids if self.rejected_prompt_ids is None else self.rejected_prompt_ids
         return (self.prompt_ids, self.chosen_ids), (rejected_prompt, self.rejected_ids)
+
+
+# No tokenizer in use puts more characters than this in one token on real text; cutting a row at
+# CHARS_PER_TOKEN * max_length characters therefore keeps every token truncation would keep.
+CHARS_PER_TOKEN = 32
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,35 @@ class CompletionTokenizer:
         return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
 
     def encode(self, prompt: Text, completion: Text, where: RowRef | str = "") -> TokenizedCompletion:
-        prompt_text, full_text, templated = self._render(prompt, completion)
+        """Token ids of the prompt and of the completion (EOS appended), split exactly where the prompt ends."""
+        if self.too_long == "truncate" and isinstance(prompt, str) and isinstance(completion, str):
+            cut = self._cut_characters(prompt, completion)
+            if cut != (prompt, completion):
+                short = self._encode(*cut, where)
+                if self._enough(short, prompt, completion):
+                    return short
+        return self._encode(prompt, completion, where)
+
+    def _cut_characters(self, prompt: str, completion: str) -> tuple[str, str]:
+        """A huge row is cut by characters before tokenizing: the prompt keeps its last, the completion its
+        first CHARS_PER_TOKEN * max_length characters, far more than max_length tokens need."""
+        keep = CHARS_PER_TOKEN * self.max_length
+        return prompt[max(0, len(prompt) - keep):], completion[:keep]
+
+    def _enough(self, short: TokenizedCompletion, prompt: str, completion: str) -> bool:
+        """Whether the cut lost nothing that truncation would keep: each cut side still has max_length tokens
+        (an uncut side is whole)."""
+        keep = CHARS_PER_TOKEN * self.max_length
+        prompt_ok = len(prompt) <= keep or len(short.prompt_ids) >= self.max_length
+        completion_ok = len(completion) <= keep or len(short.completion_ids) >= self.max_length
+        return prompt_ok and completion_ok
+
+    def _encode(self, prompt: Text, completion: Text, where: RowRef | str = "") -> TokenizedCompletion:
+        try:
+            prompt_text, full_text, templated = self._render(prompt, completion)
+        except jinja2.TemplateError as exc:  # e.g. a template that wants user/assistant turns alternating
+            raise DataError(where, "prompt", f"the chat template rejects this conversation: {exc}",
+                            "chat_template") from None
         prompt_ids = self._ids(prompt_text, templated)
         full_ids = self._ids(full_text, templated)
         if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
@@ -122,6 +157,10 @@ class CompletionTokenizer:
         rejected = self.encode(pair.prompt, pair.rejected, pair.ref)
         prompt_ids, (c, r), truncated = self.fit(chosen.prompt_ids, [chosen.completion_ids, rejected.completion_ids],
                                                  pair.ref)
+        if c == r:  # texts that differ only where the tokenizer does not look (whitespace), or past max_length
+            why = f"is the same as chosen once truncated to max_length={self.max_length}" if truncated else \
+                "tokenizes to the same ids as chosen (the texts differ only in whitespace)"
+            raise DataError(pair.ref, "rejected", why, "identical_pair")
         return TokenizedPair(prompt_ids, c, r, pair.ref, pair.extras, truncated)
 
     def _joint_pair(self, pair: PreferencePair) -> TokenizedPair:

@@ -87,32 +87,7 @@ SCHEDULES: list[tuple[str, dict]] = [
 ]
 
 
-NOTES = """
-## Notes
 
-- Every loss runs with its defaults at one learning rate; a loss below DPO here is not worse in general, only at
-  these settings (IPO and SPPO regress margins onto 1/(2 beta), so they move less from the base: lower KL).
-- `apo_down` is meant for data whose chosen answers are *worse* than the model's own (it lowers both
-  likelihoods). Here the chosen answers are the base's own best samples, so it drifts far (KL ~36) and loses.
-- `discopop` (beta 0.05, tau 0.05): with z = beta h, its loss has a local maximum at z = 0, where training
-  starts (policy = reference): L(0) = 0.847 > L(-0.1) = 0.787, and dL/dz(0) = +0.78. Gradient descent slides to
-  negative margins, so the policy comes to prefer the rejected responses (accuracy well under 0.5). A warm start
-  or a larger tau avoids the trap; the formula is the paper's (and TRL's).
-- `aot (unpaired)` ignores which responses were paired, so it learns from less information than `aot (paired)`.
-- Ranking rows and KTO see the same pairs, as lists of two and as labelled completions.
-- `dove` trains on the same pairs written as joint records plus as many cross-prompt pairs (one prompt's chosen
-  answer against another prompt's rejected one, kept where the gold reward agrees); `tpo` on the same pairs
-  with the world's ideal answer added as gold. Their held-out pairs are those of the other rows, so a few of
-  their prompts may have been seen in training.
-- Token level: TDPO2 (stop-gradient on the chosen side's KL) stays closest to the base (KL 1.7) and beats DPO
-  here; TDPO1 lets the chosen side's KL widen the margin and drifts further with shorter answers. SparsePO's
-  fixed reference-activation mask averages 0.55 (each sequence is rescaled to [0, 1]), which halves both the
-  reward and the KL terms: the policy drifts far (KL ~11) and gains less gold reward, though still above the
-  base. The learned mask (no L1 penalty by default) starts near all-ones and grows to a mean of 1.4, an
-  effectively larger beta, with no token at exactly 0 at evaluation: sparsity needs `l1_reward`/`l1_kl`.
-- `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; `prefalign modpo-sweep`
-  traces the whole gold/brevity front.
-"""
 
 
 @dataclass
@@ -192,10 +167,46 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
         merged = {r["label"]: ZooRow(**r) for r in previous["rows"]} | {r.label: r for r in rows}
         rows = [merged[label] for label, *_ in runs if label in merged]
         baseline_reward = previous["base_reward"] if baseline_reward is None else baseline_reward
-    write_text_atomic(out / "zoo.json", json.dumps({"base_reward": baseline_reward, "rows": [r.__dict__ for r in rows]}, indent=2))
+    settings = {"steps": steps, "n_prompts": n_prompts, "n_eval": n_eval_prompts, "seed": seed}
+    write_text_atomic(out / "zoo.json", json.dumps({"base_reward": baseline_reward, "settings": settings,
+                                                   "rows": [r.__dict__ for r in rows]}, indent=2))
     if doc is not None:
         write_text_atomic(doc, render_table(rows, baseline_reward, steps, n_prompts, n_eval_prompts, seed))
     return rows
+
+
+def notes(rows: list[ZooRow]) -> str:
+    """What to read into the table; every figure comes from `rows` (the run the table shows)."""
+    r = {row.label: row for row in rows if not row.error}
+
+    def kl(label: str) -> str:
+        return f"KL {r[label].kl:.1f}" if label in r else "not run"
+
+    lines = ["", "## Notes", "",
+             "- Every loss runs with its defaults at one learning rate; a loss below DPO here is not worse in general, "
+             "only at these settings (IPO and SPPO regress margins onto 1/(2 beta), so they move less from the base).",
+             "- `apo_down` is meant for data whose chosen answers are *worse* than the model's own (it lowers both "
+             f"likelihoods); here the chosen answers are the base's own best samples ({kl('apo_down')}, against DPO's "
+             f"{kl('dpo')}).",
+             "- `discopop` (beta 0.05, tau 0.05): with z = beta h, its loss has a local maximum at z = 0, where "
+             "training starts (policy = reference), so gradient descent can slide to negative margins (preference "
+             f"accuracy {r['discopop'].preference_accuracy:.3f} here)." if "discopop" in r else "",
+             "- `aot (unpaired)` ignores which responses were paired, so it learns from less information than "
+             "`aot (paired)`.",
+             "- Ranking rows and KTO see the same pairs, as lists of two and as labelled completions.",
+             "- KTO, beta-DPO, AOT and BCO couple a step's examples, so each step runs one more forward pass "
+             "without gradient first (training/coupled.py); it shows in their seconds.",
+             "- `dove` trains on the same pairs written as joint records plus cross-prompt pairs (one prompt's chosen "
+             "answer against another prompt's rejected one, kept where the gold reward agrees); `tpo` on the same "
+             "pairs with the world's ideal answer added as gold. Their held-out pairs are those of the other rows, so "
+             "a few of their prompts may have been seen in training.",
+             f"- Token level: TDPO2 ({kl('tdpo2')}) stops the gradient through the chosen side's KL; TDPO1 "
+             f"({kl('tdpo1')}) lets it widen the margin. SparsePO's reference-activation mask rescales each sequence "
+             f"to [0, 1], which scales down both the reward and the KL terms ({kl('sparsepo (reference activation mask)')}); "
+             "the learned mask has no L1 penalty by default, so sparsity needs `l1_reward`/`l1_kl`.",
+             "- `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; "
+             "`prefalign modpo-sweep` traces the whole gold/brevity front."]
+    return "\n".join(line for line in lines if line is not None) + "\n"
 
 
 def render_table(rows: list[ZooRow], base_reward: float | None, steps: int, n_prompts: int, n_eval: int, seed: int) -> str:
@@ -220,4 +231,15 @@ def render_table(rows: list[ZooRow], base_reward: float | None, steps: int, n_pr
         else:
             lines.append(f"| {r.label} | {r.preference_accuracy:.3f} | {r.gold_reward:.3f} | {r.win_rate:.3f} | "
                          f"{r.kl:.2f} | {r.mean_length:.1f} | {r.seconds:.0f} |")
-    return "\n".join(lines) + "\n" + NOTES
+    return "\n".join(lines) + "\n" + notes(rows)
+
+
+def render_from_json(path: Path, doc: Path, settings: dict | None = None) -> None:
+    """Rewrite `doc` from a finished run's zoo.json (for a change to the rendering, not to the runs)."""
+    saved = json.loads(Path(path).read_text())
+    given = saved.get("settings") or settings
+    if given is None:
+        raise ValueError(f"{path} does not record its settings (steps, n_prompts, n_eval, seed); pass them")
+    rows = [ZooRow(**r) for r in saved["rows"]]
+    write_text_atomic(doc, render_table(rows, saved["base_reward"], given["steps"], given["n_prompts"], given["n_eval"],
+                                        given["seed"]))

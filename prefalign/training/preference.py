@@ -82,6 +82,7 @@ class PreparedData:
     format: str
     boundary_fallbacks: int
     truncated: int
+    format_note: str = ""  # how the format was detected (empty when data.format was given)
 
 
 def tokenize_all(items: list, tokenize: Callable, cfg: DataConfig, tally: BadRowTally) -> list:
@@ -123,7 +124,8 @@ def prepare_data(cfg: DataConfig, tokenizer: object, seed: int, kind: str = "pai
     held = tokenize_all(eval_items, tokenize, cfg, loaded.tally)
     if not train:
         raise DataError(cfg.train, None, "no training examples left after validation", "empty")
-    return PreparedData(train, held, loaded.tally, loaded.format, tok.boundary_fallbacks, tok.truncated)
+    return PreparedData(train, held, loaded.tally, loaded.format, tok.boundary_fallbacks, tok.truncated,
+                        loaded.format_note)
 
 
 def check_columns(losses: list[BoundLoss], pairs: list[TokenizedPair]) -> None:
@@ -251,6 +253,8 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     data = prepare_data(cfg.data, tokenizer, cfg.trainer.seed, kind)
     for line in data.tally.summary_lines():
         console.print(f"data: {line}", markup=False)
+    if data.format_note:
+        console.print(f"data: format detected: {data.format_note}", markup=False, soft_wrap=True)
     console.print(f"data: format {data.format} read as {kind} examples: {len(data.train)} for training, "
                   f"{len(data.eval)} held out; {data.truncated} truncated to {cfg.data.max_length} tokens")
     if kind == "pairwise":
