@@ -105,3 +105,36 @@ def test_dropout_is_off_by_default_and_kept_when_asked(tmp_path, toy_tokenizer):
         a = policy(ids).logits
         b = policy(ids).logits
         assert torch.equal(a, b) == same
+
+
+def test_rm_train_refuses_engine_options_it_cannot_honour(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "rm.jsonl", PAIRS)
+    common = ["rm", "train", f"model.name_or_path={tiny_model_dir}", f"data.train={data}", "trainer.max_steps=1",
+              "trainer.progress=false", f"trainer.output_dir={tmp_path / 'out'}"]
+    for option, message in (("engine.compile=true", "not compiled"), ("engine.logp_chunk=64", "no LM head")):
+        result = runner.invoke(app, [*common, option])
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = runner.invoke(app, [*common, "engine.autocast=bf16", "engine.pack_tokens=64"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_decoder_reward_model_loads_as_a_transformers_sequence_classifier(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefalign.data.collate import pad_sequences
+    from prefalign.rewards.model import RewardSpec, build_reward_model, load_reward_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = build_reward_model(str(tiny_model_dir), RewardSpec("decoder"))
+    with torch.no_grad():
+        model.head.bias.fill_(0.3)
+    model.save(tmp_path / "rm", pad_token_id=tok.pad_token_id)
+    tok.save_pretrained(tmp_path / "rm" / "backbone")
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm" / "backbone").eval()
+    ours = load_reward_model(tmp_path / "rm")
+    batch = pad_sequences([([2, 10, 11], [12, 13, 3]), ([2, 14], [15, 3])], tok.pad_token_id)
+    with torch.no_grad():
+        expected = ours(batch)[:, 0]
+        got = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 0]
+    torch.testing.assert_close(got, expected - 0.3, rtol=1e-4, atol=1e-5)  # transformers' score has no bias

@@ -428,9 +428,11 @@ def test_every_rl_example_config_validates_and_builds(tmp_path):
         check_rl_config(cfg, build_losses(cfg.loss))
 
 
-def test_the_engine_scores_sampled_tokens_as_the_sampler_drew_them(toy_tokenizer):
-    """The old log-probs of a rollout are the sampler's own: generate's per-step distribution (temperature 1,
-    left-padded batch) gives the same log-prob of each drawn token as the packed and padded engine."""
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_engine_scores_sampled_tokens_as_the_sampler_drew_them(toy_tokenizer, temperature):
+    """The old log-probs of a rollout are the sampler's own: generate's per-step distribution (left-padded
+    batch, at the sampling temperature) gives the same log-prob of each drawn token as the packed and padded
+    engine at that temperature."""
     from transformers import AutoModelForCausalLM
 
     from prefalign.decoding.sampling import left_pad
@@ -441,7 +443,7 @@ def test_the_engine_scores_sampled_tokens_as_the_sampler_drew_them(toy_tokenizer
     prompts = ["what is 7 plus 5 ?", "review the old red lamp ."]
     encoded, ids, attn = left_pad(toy_tokenizer, prompts)
     torch.manual_seed(0)
-    out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=10, do_sample=True, temperature=1.0,
+    out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=10, do_sample=True, temperature=temperature,
                          top_k=0, top_p=1.0, output_scores=True, return_dict_in_generate=True,
                          pad_token_id=toy_tokenizer.pad_token_id, eos_token_id=toy_tokenizer.eos_token_id)
     new = out.sequences[:, ids.shape[1]:]
@@ -455,6 +457,6 @@ def test_the_engine_scores_sampled_tokens_as_the_sampler_drew_them(toy_tokenizer
     for packed in (True, False):
         batch = collate_groups(groups, [0, 1], toy_tokenizer.pad_token_id, packed=packed)
         with torch.no_grad():
-            got = batch.rows(sequence_logps(model, batch.tokens, keep_tokens=True).tokens)
+            got = batch.rows(sequence_logps(model, batch.tokens, keep_tokens=True, temperature=temperature).tokens)
         for g, e in zip(got, expected):
             assert g == pytest.approx(e, abs=2e-5)

@@ -57,16 +57,18 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor
 def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep_tokens: bool = False,
                    wpo: bool = False, keep_vocab: bool = False, kl_from: SequenceLogps | None = None,
                    keep_hidden: bool = False, chunk: int | None = None,
-                   keep_final_hidden: bool = False) -> SequenceLogps:
+                   keep_final_hidden: bool = False, temperature: float = 1.0) -> SequenceLogps:
     """`kl_from`: a reference's outputs for the same batch, taken with keep_vocab; the result then carries
-    token_kl. `chunk`: completion positions per LM-head chunk in the packed layout (default LOGP_CHUNK)."""
+    token_kl. `chunk`: completion positions per LM-head chunk in the packed layout (default LOGP_CHUNK).
+    `temperature`: log-probs of softmax(logits / temperature), the distribution a sampler at that
+    temperature draws from (RL's importance ratios need the sampler's own)."""
     if isinstance(batch, PackedBatch):
         return packed_sequence_logps(model, batch, chunk or LOGP_CHUNK, keep_tokens=keep_tokens, wpo=wpo,
                                      keep_vocab=keep_vocab, kl_from=kl_from, keep_hidden=keep_hidden,
-                                     keep_final_hidden=keep_final_hidden)
+                                     keep_final_hidden=keep_final_hidden, temperature=temperature)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 output_hidden_states=keep_hidden or keep_final_hidden)
-    logits = out.logits[:, :-1].float()
+    logits = out.logits[:, :-1].float() / temperature
     labels = batch.input_ids[:, 1:]
     # cross_entropy reads one log-prob per token without keeping a separate log-softmax copy.
     logp = -F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
@@ -187,10 +189,21 @@ def packed_inputs(model: torch.nn.Module, batch: PackedBatch) -> dict:
             "position_ids": batch.position_ids, **layout}
 
 
+class TemperedHead(torch.nn.Module):
+    """An LM head whose logits are divided by the sampling temperature."""
+
+    def __init__(self, head: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.head, self.temperature = head, temperature
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden) / self.temperature
+
+
 def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int = LOGP_CHUNK,
                           keep_tokens: bool = False, wpo: bool = False, keep_vocab: bool = False,
                           kl_from: SequenceLogps | None = None, keep_hidden: bool = False,
-                          keep_final_hidden: bool = False) -> SequenceLogps:
+                          keep_final_hidden: bool = False, temperature: float = 1.0) -> SequenceLogps:
     """Completion log-probs per output sequence from a packed, prefix-shared batch. The LM head runs only on
     the positions that predict completion tokens, chunk by chunk, and so do the token-level KL (against the
     reference's head and hidden states) and WPO's weights."""
@@ -209,12 +222,14 @@ def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int
     picked = out.hidden_states[-1].flatten(0, 1)[batch.predict_at]
     if chunked:
         head = lm.get_output_embeddings()
-        columns = chunked_head_outputs(head, picked, targets, chunk, wpo=wpo,
+        tempered = head if temperature == 1.0 else TemperedHead(head, temperature)
+        columns = chunked_head_outputs(tempered, picked, targets, chunk, wpo=wpo,
                                        ref_head=None if kl_from is None else kl_from.head,
                                        ref_hidden=None if kl_from is None else kl_from.head_hidden)
         logp = columns[:, 0]
     else:  # the model post-processes its logits: take them from the full forward
-        logp = -F.cross_entropy(out.logits.float().flatten(0, 1)[batch.predict_at], targets, reduction="none")
+        logits = out.logits.float().flatten(0, 1)[batch.predict_at] / temperature
+        logp = -F.cross_entropy(logits, targets, reduction="none")
     sums = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, batch.slot, logp)
     counts = torch.bincount(batch.slot, minlength=n).to(logp.dtype)
     result = SequenceLogps(sums, counts)

@@ -13,7 +13,7 @@ from prefalign.models.logprobs import SequenceLogps, sequence_logps
 
 class Reference:
     """Gives the reference's completion log-probs for a batch's rows; `want` asks for the token-level extras
-    of `sequence_logps` (keep_tokens, keep_vocab, keep_hidden)."""
+    of `sequence_logps` (keep_tokens, keep_vocab, keep_hidden) or its sampling temperature."""
 
     def outputs(self, batch: PairBatch, chunk: int | None = None, **want: bool) -> SequenceLogps:
         raise NotImplementedError

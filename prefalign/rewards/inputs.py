@@ -80,8 +80,11 @@ class RewardTokenizer:
     def pair(self, pair: PreferencePair) -> TokenizedPair:
         if self.kind == "decoder":
             return self.completions.pair(pair)
-        return TokenizedPair([], self._text_pair(pair.prompt, pair.chosen, pair.ref),
-                             self._text_pair(pair.prompt, pair.rejected, pair.ref), pair.ref, pair.extras)
+        chosen = self._text_pair(pair.prompt, pair.chosen, pair.ref)
+        rejected = self._text_pair(pair.prompt, pair.rejected, pair.ref)
+        if chosen == rejected:
+            raise DataError(pair.ref, "rejected", "tokenizes to the same ids as chosen", "identical_pair")
+        return TokenizedPair([], chosen, rejected, pair.ref, pair.extras)
 
     def single(self, prompt: Text, response: Text) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one sequence to score; too long, it is truncated."""

@@ -12,6 +12,7 @@ through save_pretrained (safetensors), the head in head.safetensors, and reward_
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,11 +94,15 @@ class RewardModel(torch.nn.Module):
         named = {"head": self.head, "ideal_points": self.ideal_points, "scales": self.scales}
         return {k: v for k, v in named.items() if v is not None}
 
-    def save(self, out: Path) -> Path:
-        """Write the folder; the spec file last, so a folder without it is an interrupted save."""
+    def save(self, out: Path, pad_token_id: int | None = None) -> Path:
+        """Write the folder; the spec file last, so a folder without it is an interrupted save. A scalar
+        decoder's `backbone/` is written as the architecture's *ForSequenceClassification, so that
+        `AutoModelForSequenceClassification.from_pretrained(out / "backbone")` loads it as TRL's are loaded."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         backbone = self.backbone.merge_and_unload() if hasattr(self.backbone, "merge_and_unload") else self.backbone
+        if self.spec.kind == "decoder" and self.spec.head == "scalar":
+            backbone = _as_sequence_classifier(backbone, self.head, pad_token_id) or backbone
         backbone.save_pretrained(out / "backbone", safe_serialization=True)
         extra = {f"{name}.{k}": v for name, module in self.parts().items() for k, v in module.state_dict().items()}
         if extra:
@@ -105,6 +110,28 @@ class RewardModel(torch.nn.Module):
             (out / ".tmp-head.safetensors").replace(out / "head.safetensors")
         write_text_atomic(out / "reward_config.json", json.dumps(asdict(self.spec), indent=2))
         return out
+
+
+def _as_sequence_classifier(body: torch.nn.Module, head: torch.nn.Linear,
+                            pad_token_id: int | None) -> torch.nn.Module | None:
+    """The body and head as transformers' sequence classifier of the same architecture (which scores the
+    last non-pad token, as the reward model does), or None where the architecture has none. Its `score`
+    layer has no bias, so its rewards are ours minus the head's bias: the same margins."""
+    config = copy.deepcopy(body.config)
+    config.num_labels = head.out_features
+    config.pad_token_id = pad_token_id if pad_token_id is not None else config.pad_token_id
+    try:
+        classifier = AutoModelForSequenceClassification.from_config(config, dtype=head.weight.dtype)
+    except ValueError:
+        return None
+    score = getattr(classifier, "score", None)
+    inner = getattr(classifier, classifier.base_model_prefix, None)
+    if score is None or inner is None or score.bias is not None:
+        return None
+    inner.load_state_dict(body.state_dict())
+    with torch.no_grad():
+        score.weight.copy_(head.weight)
+    return classifier
 
 
 def build_reward_model(name_or_path: str, spec: RewardSpec, dtype: torch.dtype = torch.float32,

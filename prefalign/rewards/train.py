@@ -4,6 +4,7 @@ held-out evaluation. `prefalign rm train` runs it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,12 +16,13 @@ import yaml
 from rich.console import Console
 
 from prefalign.atomic_files import write_text_atomic
-from prefalign.config.schema import RewardTrainConfig
+from prefalign.config.schema import EngineConfig, RewardTrainConfig
 from prefalign.data.collate import PairBatch, collate_pairs, fixed_batches
 from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
+from prefalign.models.engine import precision_context
 from prefalign.models.loading import DTYPES, disable_dropout, load_tokenizer, resolve_path
 from prefalign.models.logprobs import unwrap
 from prefalign.rewards.gpm import embed, preference_score
@@ -146,9 +148,13 @@ def batch_margins(model: RewardModel, batches: list[PairBatch], weights: torch.T
 
 
 def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None,
-                       overwrite: bool = False) -> RewardRun:
+                       overwrite: bool = False, on_step: Callable[[int, dict], None] | None = None) -> RewardRun:
     if cfg.model.adapter is not None:
         raise ValueError("model.lora / model.ia3: reward models train the full backbone for now; remove the adapter")
+    if cfg.engine.compile:
+        raise ValueError("engine.compile: reward models are not compiled yet; set engine.compile: false")
+    if cfg.engine.logp_chunk != EngineConfig().logp_chunk:
+        raise ValueError("engine.logp_chunk: a reward model has no LM head to chunk; remove it")
     processes = start_processes(cfg.distributed, cfg.engine.autocast)
     if processes.strategy == "fsdp2":
         raise ValueError("reward models train in one process or with DDP (distributed.strategy: ddp); "
@@ -174,9 +180,10 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     if cfg.model.disable_dropout:
         disable_dropout(model)
     packed = cfg.engine.packed and kind == "decoder"
+    capacity = cfg.engine.pack_tokens if packed else None
     eval_batches = fixed_batches(held, cfg.trainer.eval_batch_size, tok.pad_id,
-                                 collate=partial(collate_pairs, packed=packed))
-    collate = partial(collate_pairs, pad_id=tok.pad_id, packed=packed)
+                                 collate=partial(collate_pairs, packed=packed, capacity=capacity))
+    collate = partial(collate_pairs, pad_id=tok.pad_id, packed=packed, capacity=capacity)
     run_dir = Path(cfg.trainer.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if processes.is_main:
@@ -187,12 +194,13 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
                       f"{len(train)} training pairs, {len(held)} held out; {truncated} sequences truncated to "
                       f"{cfg.data.max_length} tokens")
     objective = RewardObjective(spec, r.margin_column, r.center, r.objectives)
-    loop = train_loop(model, objective, LoopData(train, collate, eval_batches), cfg.trainer, run_dir, resume=resume,
-                      console=console, processes=processes)
+    with precision_context(cfg.engine, model):  # engine.autocast: bf16 matmuls, weights in model.dtype
+        loop = train_loop(model, objective, LoopData(train, collate, eval_batches), cfg.trainer, run_dir,
+                          resume=resume, on_step=on_step, console=console, processes=processes)
     if not processes.is_main:
         processes.barrier()
         return RewardRun(run_dir, run_dir / "reward_model", loop, {})
-    model_dir = model.save(run_dir / "reward_model")
+    model_dir = model.save(run_dir / "reward_model", pad_token_id=tok.pad_id)
     tokenizer.save_pretrained(model_dir / "backbone")
     margins = batch_margins(model, [b.to(processes.device) for b in eval_batches])
     summary = {"pairs_train": len(train), "pairs_held_out": len(held), "rows_skipped": dict(tally.counts),

@@ -41,6 +41,7 @@ class PolicyObjective(LossObjective):
         self.mode = cfg.aggregation
         self.normaliser = cfg.normaliser or cfg.max_new_tokens
         self.kl = cfg.kl
+        self.temperature = cfg.temperature  # the sampler's: ratios and KL are taken under its distribution
         self.critic = critic_term(losses)
 
     def units(self, batch: PolicyBatch) -> int:
@@ -53,7 +54,7 @@ class PolicyObjective(LossObjective):
 
     def policy_logps(self, model: torch.nn.Module, batch: PolicyBatch) -> PolicyLogps:
         out = sequence_logps(model, batch.tokens, keep_tokens=True, keep_final_hidden=self.critic is not None,
-                             chunk=self.logp_chunk)
+                             chunk=self.logp_chunk, temperature=self.temperature)
         logps = out.tokens.float()
         old = logps.detach() if batch.old is None else batch.old
         values = None if self.critic is None else self.values(out.final_hidden, batch.mask)

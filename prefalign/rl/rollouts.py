@@ -258,12 +258,13 @@ class GroupRolloutSource(BatchSource):
             batch = self.collate(part, list(range(len(part)))).to(device)
             if policy_pass:
                 res = sequence_logps(self.policy, batch.tokens, keep_tokens=True,
-                                     keep_final_hidden=self.critic is not None)
+                                     keep_final_hidden=self.critic is not None, temperature=self.cfg.temperature)
                 out.setdefault("old", []).extend(batch.rows(res.tokens))
                 if self.critic is not None:
                     out.setdefault("old_values", []).extend(batch.rows(self.critic(res.final_hidden, batch.mask)))
             if ref_pass and self.reference is not None:
-                out.setdefault("ref", []).extend(batch.rows(self.reference.outputs(batch, keep_tokens=True).tokens))
+                ref = self.reference.outputs(batch, keep_tokens=True, temperature=self.cfg.temperature)
+                out.setdefault("ref", []).extend(batch.rows(ref.tokens))
         self.policy.train(was_training)
         return out
 
