@@ -27,6 +27,14 @@ def test_a_pair_that_differs_only_in_whitespace_is_an_identical_pair(toy_tokeniz
     assert len(data.train) == 7 and data.tally.counts["identical_pair"] == 1
 
 
+def test_a_pair_that_is_the_same_once_truncated_is_an_identical_pair(toy_tokenizer):
+    tok = CompletionTokenizer(toy_tokenizer, 12, max_prompt_length=4)
+    shared = " the lamp is great and the lamp is great and the lamp is great"
+    pair = PreferencePair("review the red lamp .", shared + " .", shared + " and sturdy .", RowRef("d.jsonl", 0, 1))
+    with pytest.raises(DataError, match="line 1, field 'rejected': is the same as chosen once truncated to max_length=12"):
+        tok.pair(pair)
+
+
 def test_the_format_is_decided_by_most_of_the_first_rows(tmp_path):
     rows = [{"chosen": "hi there", "rejected": "bye"}] + [dict(r) for r in PAIRS]  # the odd row comes first
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
