@@ -81,6 +81,24 @@ def test_an_update_that_leaves_non_finite_weights_is_undone_and_a_run_with_no_ap
         train_loop(model, objective, data, cfg.model_copy(update={"on_nonfinite_update": "stop"}), tmp_path / "stop")
 
 
+def test_a_finite_but_absurd_update_stops_the_run_or_is_undone(tiny_model_dir, pairs_file, tmp_path):
+    """lr=1e6 gives finite weights about a million times their size after one AdamW step: no non-finite
+    value to catch, but the norm's growth is (trainer.max_weight_growth, default 10)."""
+    model, objective, data = _loop_inputs(tiny_model_dir, pairs_file)
+    cfg = TrainerConfig(batch_size=2, max_steps=2, progress=False, lr=1e6, schedule="constant")
+    with pytest.raises(TrainingDiverged, match="step 1: the update multiplied the trained weights' norm by .*"
+                                               "max_weight_growth=10"):
+        train_loop(model, objective, data, cfg, tmp_path / "stop")
+    model, objective, data = _loop_inputs(tiny_model_dir, pairs_file)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(TrainingDiverged, match="no step was applied"):
+        train_loop(model, objective, data, cfg.model_copy(update={"on_nonfinite_update": "undo"}), tmp_path / "undo")
+    assert all(torch.equal(p, initial[n]) for n, p in model.named_parameters())
+    model, objective, data = _loop_inputs(tiny_model_dir, pairs_file)
+    sane = cfg.model_copy(update={"lr": 1e-3})
+    assert train_loop(model, objective, data, sane, tmp_path / "sane").skipped_steps == 0
+
+
 def test_no_checkpoint_is_written_during_a_bad_streak_and_the_stopping_step_is_logged(
         tiny_model_dir, pairs_file, tmp_path):
     model, objective, data = _loop_inputs(tiny_model_dir, pairs_file)
@@ -254,3 +272,14 @@ def test_the_loss_list_shows_required_parameters_and_keeps_brackets():
     assert result.exit_code == 0
     assert "PydanticUndefined" not in result.output
     assert "s(b [f'(u_w)" in result.output  # f-DPO's formula; rich used to read "[f'(u_w) ...]" as markup
+
+
+def test_resume_accepts_config_keys_added_since_the_run_was_made(tmp_path):
+    import json
+
+    from prefalign.training.run_folder import IDENTITY_FILE, RunFolderError, check_resume
+
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps({"identity": {"trainer.lr": 0.001}}))
+    check_resume(tmp_path, {"trainer.lr": 0.001, "model.disable_dropout": True})  # a key newer than the run
+    with pytest.raises(RunFolderError, match="trainer.lr: 0.001 -> 0.01"):
+        check_resume(tmp_path, {"trainer.lr": 0.01})

@@ -143,6 +143,9 @@ class TrainerConfig(Strict):
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: none")
     keep_last: int = Field(2, gt=0)
     max_bad_steps: int = Field(5, gt=0, description="stop after this many non-finite steps in a row")
+    max_weight_growth: float | None = Field(10.0, gt=1, description="a step that multiplies the trained weights' "
+                                            "norm by more than this is treated like one that leaves non-finite "
+                                            "weights (stopped or undone); null turns the check off")
     on_nonfinite_update: Literal["stop", "undo"] = Field(
         "stop", description="a step whose updated weights are not finite: stop the run before anything is saved, "
         "or undo the step from a copy taken before each step (memory: the trained parameters and their optimizer "

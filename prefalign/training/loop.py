@@ -28,7 +28,7 @@ from prefalign.training.checkpoint import Checkpoint, list_checkpoints, read_che
 from prefalign.training.data_order import Plan
 from prefalign.training.distributed import Processes, start_processes, total_norm
 from prefalign.training.metrics import MetricsLog
-from prefalign.training.update_guard import count_nonfinite, restore, take_snapshot
+from prefalign.training.update_guard import count_nonfinite, restore, squared_norm, take_snapshot
 
 
 class Objective(Protocol):
@@ -167,6 +167,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     processes: Processes
+    weight_sq: float | None = None  # the trained weights' squared norm after the last applied step
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -244,15 +245,22 @@ def _optimizer_step(run: _Run, cfg: TrainerConfig, step: int) -> tuple[dict[str,
 
 
 def _guarded_update(run: _Run, cfg: TrainerConfig, step: int) -> bool:
-    """The optimizer step, undone (or the run stopped) when it leaves a non-finite weight on any process."""
+    """The optimizer step, undone (or the run stopped) when it leaves a non-finite weight on any process or
+    multiplies the trained weights' norm by more than trainer.max_weight_growth."""
     snapshot = take_snapshot(run.params, run.optimizer) if cfg.on_nonfinite_update == "undo" else None
+    if run.weight_sq is None:
+        run.weight_sq = run.processes.sum([squared_norm(run.params)])[0]
     run.optimizer.step()
-    bad = run.processes.sum([float(count_nonfinite(run.params))])[0]
-    if not bad:
+    bad, weight_sq = run.processes.sum([float(count_nonfinite(run.params)), squared_norm(run.params)])
+    growth = math.sqrt(weight_sq / run.weight_sq) if run.weight_sq > 0 and not bad else 1.0
+    if not bad and (cfg.max_weight_growth is None or growth <= cfg.max_weight_growth):
+        run.weight_sq = weight_sq
         return True
+    what = (f"left {bad:.0f} non-finite weights" if bad else
+            f"multiplied the trained weights' norm by {growth:.3g} (trainer.max_weight_growth={cfg.max_weight_growth})")
     if snapshot is None:
-        raise TrainingDiverged(f"step {step + 1}: the update left {bad:.0f} non-finite weights (trainer.lr={cfg.lr}); "
-                               "stopped before saving them (the newest checkpoint is from before); lower trainer.lr")
+        raise TrainingDiverged(f"step {step + 1}: the update {what} (trainer.lr={cfg.lr}); stopped before saving "
+                               "them (the newest checkpoint is from before); lower trainer.lr")
     restore(snapshot, run.params, run.optimizer)
     return False
 

@@ -27,6 +27,7 @@ TRAINED_ENTRIES = ("metrics.jsonl", "rollouts.jsonl", "checkpoints", "model", "a
 MAY_CHANGE_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.save_every", "trainer.keep_last",
                         "trainer.log_every", "trainer.eval_every", "trainer.progress", "trainer.sinks",
                         "trainer.wandb_project", "trainer.max_bad_steps", "trainer.on_nonfinite_update",
+                        "trainer.max_weight_growth",
                         "trainer.output_dir", "distributed", "engine.compile")
 
 
@@ -61,7 +62,8 @@ def check_resume(run_dir: Path, identity: dict[str, object]) -> None:
     if not saved_file.exists():
         return  # a folder from before run.json, or a fresh one: nothing to compare against
     saved = json.loads(saved_file.read_text())["identity"]
-    changed = [k for k in sorted(set(saved) | set(identity)) if saved.get(k, "<unset>") != identity.get(k, "<unset>")]
+    # A key the saved run does not have was added to prefalign after it was made: not a change of config.
+    changed = [k for k in sorted(saved) if saved[k] != identity.get(k, "<unset>")]
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k, '<unset>')!r} -> {identity.get(k, '<unset>')!r}" for k in changed[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""

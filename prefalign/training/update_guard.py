@@ -1,7 +1,9 @@
-"""A step with a finite loss and gradient can still leave non-finite weights (an absurd learning rate, an
-overflowing optimizer moment). Such a step stops the run, or is undone from a copy taken just before it
-(`trainer.on_nonfinite_update: undo`, which costs that copy's memory on every step); it is never checkpointed
-or exported either way."""
+"""A step with a finite loss and gradient can still ruin the weights: leave non-finite values (an
+overflowing optimizer moment), or finite ones far from anything trained (trainer.lr=1e6 multiplies their norm
+by about a million in one step). Such a step, one that leaves a non-finite weight or multiplies the trained
+weights' norm by more than `trainer.max_weight_growth`, stops the run, or is undone from a copy taken just
+before it (`trainer.on_nonfinite_update: undo`, which costs that copy's memory on every step); it is never
+checkpointed or exported either way."""
 
 from __future__ import annotations
 
@@ -47,3 +49,11 @@ def count_nonfinite(params: list[torch.nn.Parameter]) -> int:
     if not params:
         return 0
     return int(sum((~torch.isfinite(_local(p))).sum() for p in params).item())
+
+
+@torch.no_grad()
+def squared_norm(params: list[torch.nn.Parameter]) -> float:
+    """The sum of squares of this process's parameters, in float64 (a sum over processes is the caller's)."""
+    if not params:
+        return 0.0
+    return float(sum(torch.linalg.vector_norm(_local(p), dtype=torch.float64) ** 2 for p in params))
