@@ -127,6 +127,24 @@ def test_toy_variants(tmp_path):
     assert len(triples) == 8 and all(t["gold"].strip() for t in triples)
 
 
+def test_the_rated_toy_variant_feeds_curry_dpos_curriculum(tmp_path, toy_tokenizer):
+    from prefalign.config import DataConfig
+    from prefalign.evaluation.zoo import data_variant
+    from prefalign.training.preference import prepare_data
+    from prefalign.training.schedules import curriculum_stages
+
+    samples = [{"response": " the lamp is great .", "score": 2.0}, {"response": " the lamp is fine .", "score": 1.0},
+               {"response": " the lamp is awful .", "score": -1.0}]
+    rows = [dict(r, score_chosen=2.0, score_rejected=-1.0, samples=samples) for r in PAIRS]
+    rated = data_variant(write_jsonl(tmp_path / "toy_pairs.jsonl", rows), "rated", 0)
+    cfg = DataConfig(train=str(rated), eval_fraction=0.0, pairs={"rule": "all_pairs"})
+    pairs = prepare_data(cfg, toy_tokenizer, 0).train
+    assert len(pairs) == 24  # 3 pairs per prompt
+    stages = curriculum_stages(pairs)
+    assert len(stages) == 3 and all(pairs[i].extras["score_chosen"] - pairs[i].extras["score_rejected"] == 3.0
+                                    for i in stages[0])
+
+
 def test_modpo_sweep_trains_one_policy_per_weighting(tiny_model_dir, tmp_path):
     from prefalign.evaluation.modpo_sweep import sweep_modpo
 

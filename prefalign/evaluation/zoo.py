@@ -27,7 +27,7 @@ from prefalign.models.pretrained import load_pretrained_files, load_pretrained_m
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.quickstart import quickstart_config
 from prefalign.toy.gold_reward import gold_reward
-from prefalign.toy.preference_data import joint_rows, triple_rows, write_jsonl, write_toy_pairs
+from prefalign.toy.preference_data import joint_rows, rated_rows, triple_rows, write_jsonl, write_toy_pairs
 from prefalign.toy.world import split_prompts
 from prefalign.training.loop import evaluate
 from prefalign.training.objectives import PairObjective
@@ -79,12 +79,15 @@ ZOO_OTHER_DATA: list[tuple[str, list[dict], str]] = [
     ("dove (joint + same-prompt pairs)", [{"name": "dove"}], "joint"),
     ("tpo (triples, ideal answer as gold)", [{"name": "tpo"}], "triples"),
 ]
-# Schedules run with plain DPO: (label, schedule settings).
-SCHEDULES: list[tuple[str, dict]] = [
-    ("dpo + TR-DPO soft (tau 32, alpha 0.6)", {"reference_update": "soft", "update_every": 32, "mix": 0.6}),
-    ("dpo + TR-DPO hard (tau 64)", {"reference_update": "hard", "update_every": 64}),
-    ("dpo + sDPO (2 chunks)", {"stages": "chunks", "num_chunks": 2}),
+# Schedules run with plain DPO: (label, schedule settings, data variant).
+SCHEDULES: list[tuple[str, dict, str]] = [
+    ("dpo + TR-DPO soft (tau 32, alpha 0.6)", {"reference_update": "soft", "update_every": 32, "mix": 0.6}, "pairs"),
+    ("dpo + TR-DPO hard (tau 64)", {"reference_update": "hard", "update_every": 64}, "pairs"),
+    ("dpo + sDPO (2 chunks)", {"stages": "chunks", "num_chunks": 2}, "pairs"),
+    # every pair of the 4 scored samples, easiest (largest gold gap) first, the reference reset per stage
+    ("dpo + Curry-DPO (all pairs of 4 samples, by gap)", {"stages": "curriculum"}, "rated"),
 ]
+CURRY = SCHEDULES[-1][0]
 
 
 
@@ -103,7 +106,8 @@ class ZooRow:
 
 
 def data_variant(pairs_file: Path, variant: str, seed: int) -> Path:
-    """The toy pairs as they are, as joint records plus cross-prompt pairs (DOVE), or as triples (TPO)."""
+    """The toy pairs as they are, as joint records plus cross-prompt pairs (DOVE), as triples (TPO), or as
+    rated data: every scored sample of each prompt (Curry-DPO)."""
     if variant == "pairs":
         return pairs_file
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
@@ -113,6 +117,8 @@ def data_variant(pairs_file: Path, variant: str, seed: int) -> Path:
         return write_jsonl(pairs_file.with_name("toy_joint.jsonl"), same_prompt + joint_rows(rows, seed))
     if variant == "triples":
         return write_jsonl(pairs_file.with_name("toy_triples.jsonl"), triple_rows(rows, seed))
+    if variant == "rated":
+        return write_jsonl(pairs_file.with_name("toy_rated.jsonl"), rated_rows(rows))
     raise ValueError(f"unknown data variant {variant!r}")
 
 
@@ -137,13 +143,15 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
     rows = []
     runs = ([(label, terms, {}, "pairs") for label, terms in ZOO]
             + [(label, terms, {}, variant) for label, terms, variant in ZOO_OTHER_DATA]
-            + [(label, [{"name": "dpo"}], sched, "pairs") for label, sched in SCHEDULES])
+            + [(label, [{"name": "dpo"}], sched, variant) for label, sched, variant in SCHEDULES])
     for n, (label, terms, schedule, variant) in enumerate(runs):
         if only and not any(o in label for o in only):
             continue
         console.rule(label)
         cfg = quickstart_config(out / f"{n:02d}", seed=seed, steps=steps)
         cfg.data.train = str(data_variant(data, variant, seed))
+        if variant == "rated":
+            cfg.data.pairs.rule = "all_pairs"
         cfg.loss = [LossTerm(**t) for t in terms]
         cfg.schedule = ScheduleConfig(**schedule)
         cfg.trainer.progress = False
@@ -204,6 +212,10 @@ def notes(rows: list[ZooRow]) -> str:
              f"({kl('tdpo1')}) lets it widen the margin. SparsePO's reference-activation mask rescales each sequence "
              f"to [0, 1], which scales down both the reward and the KL terms ({kl('sparsepo (reference activation mask)')}); "
              "the learned mask has no L1 penalty by default, so sparsity needs `l1_reward`/`l1_kl`.",
+             "- Curry-DPO trains on every pair of each prompt's scored samples (up to 6), in stages from the largest "
+             "gold gap to the smallest, the reference reset at each stage; at the same 100 steps it reaches "
+             f"{r[CURRY].gold_reward:.3f} gold reward against DPO's {r['dpo'].gold_reward:.3f} on best-vs-worst "
+             "pairs." if CURRY in r and "dpo" in r else "",
              "- `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; "
              "`prefalign modpo-sweep` traces the whole gold/brevity front."]
     return "\n".join(line for line in lines if line is not None) + "\n"

@@ -37,8 +37,15 @@ def toy_pairs(model: torch.nn.Module, tokenizer: object, n_prompts: int, n_sampl
             rows.append({"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected,
                          "score_chosen": best, "score_rejected": worst,
                          "brevity_chosen": brevity_reward(prompt, chosen),
-                         "brevity_rejected": brevity_reward(prompt, rejected)})
+                         "brevity_rejected": brevity_reward(prompt, rejected),
+                         # every scored sample, for rated-data methods (Curry-DPO's curriculum)
+                         "samples": [{"response": " " + text, "score": score} for score, text in scored]})
     return rows
+
+
+def rated_rows(rows: list[dict]) -> list[dict]:
+    """The same prompts as rated data: every scored sample of each (UltraFeedback's shape)."""
+    return [{"prompt": r["prompt"], "completions": r["samples"]} for r in rows if len(r.get("samples", [])) >= 2]
 
 
 def joint_rows(rows: list[dict], seed: int = 0) -> list[dict]:
