@@ -236,7 +236,8 @@ def losses() -> None:
     for col in ("name", "parameters", "reference", "what"):
         table.add_column(col)
     for name, spec in sorted(LOSSES.items()):
-        params = ", ".join(k if f.is_required() else f"{k}={f.default}" for k, f in spec.params.model_fields.items())
+        params = ", ".join(k if f.is_required() else f"{k}={f.get_default(call_default_factory=True)}"
+                           for k, f in spec.params.model_fields.items())
         # Formulas hold brackets ("[b h]") that rich would read as markup and drop.
         table.add_row(name, escape(params), "yes" if spec.needs_reference else "no",
                       escape(spec.doc.split("\n\n")[0]))
