@@ -251,7 +251,10 @@ def _guarded_update(run: _Run, cfg: TrainerConfig, step: int) -> bool:
     if run.weight_sq is None:
         run.weight_sq = run.processes.sum([squared_norm(run.params)])[0]
     run.optimizer.step()
-    bad, weight_sq = run.processes.sum([float(count_nonfinite(run.params)), squared_norm(run.params)])
+    # One pass over the weights per step: the float64 norm is finite exactly when every weight is, so the
+    # non-finite count (for the message) is only taken when it is not; every rank sees the same reduced sum.
+    weight_sq = run.processes.sum([squared_norm(run.params)])[0]
+    bad = 0.0 if math.isfinite(weight_sq) else run.processes.sum([float(count_nonfinite(run.params))])[0]
     growth = math.sqrt(weight_sq / run.weight_sq) if run.weight_sq > 0 and not bad else 1.0
     if not bad and (cfg.max_weight_growth is None or growth <= cfg.max_weight_growth):
         run.weight_sq = weight_sq
