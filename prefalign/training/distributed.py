@@ -13,6 +13,7 @@ whole step over all ranks, times the world size, because DDP and FSDP average gr
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -228,4 +229,14 @@ def start_processes(cfg: DistributedConfig | None = None, autocast: str = "off")
                          "set distributed.strategy: fsdp2 or launch without the FSDP config")
     if strategy == "ddp" and world == 1:
         strategy = "single"
+    if world > 1:
+        atexit.register(_end_process_group)
     return Processes(accelerator, strategy)
+
+
+def _end_process_group() -> None:
+    """Destroy the process group before the interpreter tears down: left to its destructor, gloo's threads can
+    outlive it and abort the process ("terminate called without an active exception"), after a run that
+    finished, under load."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
