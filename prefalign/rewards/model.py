@@ -3,7 +3,8 @@
 decoder  a causal LM's body (AutoModel) and a linear head on the hidden state of the last real token, found
          from the attention mask, so left and right padding give the same reward; packed, prefix-shared
          batches (the prompt encoded once for all its responses) read the last token of each response.
-encoder  AutoModelForSequenceClassification (BERT-like): the prompt and the response as a text pair.
+encoder  AutoModelForSequenceClassification (BERT-like): the prompt and the response as a text pair, the
+         response as segment 1 (token type ids) where the backbone has segments (spec.segment_ids).
 
 The head has one output per objective (`scalar`, Bradley-Terry), 2k outputs embedding the response for the
 general preference model (`gpm`), or a D-dimensional feature for the pluralistic ideal-point model (`pal`);
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ class RewardSpec:
     prototypes: int = 0  # pal
     users: list[str] = field(default_factory=list)  # pal: the users (or groups) seen in training
     max_length: int | None = None  # the training max length, the default for scoring (None: older folders)
+    segment_ids: bool = False  # encoder: the response is fed as segment 1 (token type ids), as its tokenizer does
 
     @property
     def outputs(self) -> int:
@@ -76,7 +78,8 @@ class RewardModel(torch.nn.Module):
     def forward(self, tokens: TokenBatch | PackedBatch) -> torch.Tensor:
         """[sequences, outputs]: one row per (prompt, response) sequence of the batch."""
         if self.spec.kind == "encoder":
-            return self.backbone(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).logits.float()
+            types = {"token_type_ids": tokens.completion_mask} if self.spec.segment_ids else {}
+            return self.backbone(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, **types).logits.float()
         if isinstance(tokens, PackedBatch):
             hidden = self.backbone(**packed_inputs(self.backbone, tokens)).last_hidden_state.flatten(0, 1)
             last = torch.full((tokens.num_sequences,), -1, dtype=torch.long, device=hidden.device)
@@ -144,6 +147,8 @@ def build_reward_model(name_or_path: str, spec: RewardSpec, dtype: torch.dtype =
     if spec.kind == "encoder":
         backbone = load_pretrained_model(AutoModelForSequenceClassification, name_or_path, num_labels=spec.outputs,
                                          **kwargs)
+        if getattr(backbone.config, "type_vocab_size", 0) < 2:  # RoBERTa-like: one segment embedding, or none
+            spec = replace(spec, segment_ids=False)
         return RewardModel(spec, backbone, None)
     backbone = load_pretrained_model(AutoModel, name_or_path, **kwargs)
     head = torch.nn.Linear(backbone.config.hidden_size, spec.outputs, dtype=dtype)

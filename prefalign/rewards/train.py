@@ -172,7 +172,8 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
             console.print(f"data: {line}", markup=False)
     r = cfg.reward
     spec = RewardSpec(kind, r.head, r.objectives or ["reward"], r.dim if r.head != "scalar" else 0,
-                      r.prototypes if r.head == "pal" else 0, users, max_length=cfg.data.max_length)
+                      r.prototypes if r.head == "pal" else 0, users, max_length=cfg.data.max_length,
+                      segment_ids=r.segment_ids and tok.segment_ids)
     model = build_reward_model(path, spec, DTYPES[cfg.model.dtype], cfg.model.trust_remote_code,
                                cfg.model.attn_implementation, cfg.model.allow_pickle).to(processes.device)
     if cfg.model.gradient_checkpointing:
