@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_every_help(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output and len(result.output) > 200
+    assert "Usage" in result.output and "--help" in result.output and len(result.output.splitlines()) > 5
 
 
 def test_train_misspelt_key_is_a_clear_error():

@@ -169,3 +169,15 @@ def test_on_the_toy_task_a_longer_model_inflates_the_raw_win_rate_but_not_the_lc
     longer = results["longer"]
     assert longer.win_rate > 65
     assert abs(longer.lc_win_rate - 50) < 10 and longer.lc_win_rate < longer.win_rate - 10
+
+
+def test_one_model_without_difficulties_gets_a_bootstrap_error_not_a_zero():
+    """With one model and no instruction difficulty every prediction at equal length is the same, so
+    AlpacaEval's s.e. (their spread) is 0 to rounding: it is reported as unknown. The bootstrap s.e. matches
+    the LC win rate's actual spread over independent draws of the same synthetic judge."""
+    draws = [length_controlled_win_rates(synthetic(n=400, seed=s, with_difficulty=False)[0], n_boot=0)[0]
+             for s in range(12)]
+    spread = np.std([r.lc_win_rate for r in draws], ddof=1)
+    (one,) = length_controlled_win_rates(synthetic(n=400, seed=99, with_difficulty=False)[0], n_boot=200)
+    assert one.lc_standard_error is None and draws[0].lc_bootstrap_se == 0.0
+    assert 0.6 * spread < one.lc_bootstrap_se < 1.6 * spread, (one.lc_bootstrap_se, spread)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -21,8 +22,9 @@ if TYPE_CHECKING:  # the recipes import torch; the CLI loads them only inside th
     from prefalign.online.recipe import OnlineRun
     from prefalign.training.preference import PreferenceRun
 
+# rich_markup_mode=None: help text is shown as written; formulas and "{section: [subsets]}" are not markup.
 app = typer.Typer(help="Align language models with preferences, end to end.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 data_app = typer.Typer(help="Read, validate and inspect preference data.", no_args_is_help=True)
 toy_app = typer.Typer(help="The bundled toy task: base model and preference data.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configurations.", no_args_is_help=True)
@@ -37,8 +39,9 @@ rm_app = typer.Typer(help="Reward models: train, score pairs, evaluate (also a D
 app.add_typer(rm_app, name="rm")
 judges_app = typer.Typer(help="Validate automatic judges against human grades (EvalGen).", no_args_is_help=True)
 app.add_typer(judges_app, name="judges")
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line longer than the terminal (or than 80 columns in a log file) is never cut into pieces.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
     help="Overrides as key.path=value, e.g. trainer.lr=1e-6 loss.0.beta=0.2 model.name_or_path=gpt2",
@@ -57,11 +60,15 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 
 
 def _quiet_libraries() -> None:
+    """No download bars or advisory logs from transformers; through its environment variables, so that a
+    command that never loads a model never imports it (and pays its seconds of start-up)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # already imported (by an earlier command in this process)
+        import transformers
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
 
 
 SHOW_TRACEBACKS = {"on": False}
@@ -76,7 +83,7 @@ def user_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExcep
 
     from prefalign.data.errors import DataError
     from prefalign.extras import MissingExtraError
-    from prefalign.training.loop import TrainingDiverged
+    from prefalign.training.errors import TrainingDiverged
 
     ours = (ConfigError, DataError, TrainingDiverged, MissingExtraError, OSError, ValueError, RecursionError)
     return ours, (yaml.YAMLError, csv.Error, jinja2.TemplateError)  # the second: library messages, named by type
@@ -114,10 +121,37 @@ def _one_line(exc: BaseException) -> str:
                      for e in exc.errors())
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        console.print(f"prefalign {version('prefalign')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False) -> None:
+def main(debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="print the version and exit")] = False) -> None:
     """Align language models with preferences, end to end."""
     SHOW_TRACEBACKS["on"] = debug  # set on every invocation, so one --debug call does not leak into the next
+
+
+class ListsLosses(typer.core.TyperCommand):
+    """A command whose --help ends with every registered loss; the registry (and torch) is imported only
+    when the help is shown."""
+
+    def format_help(self, ctx: object, formatter: object) -> None:
+        from prefalign.losses.registry import LOSSES, ensure_registered
+
+        ensure_registered()
+        written = self.help
+        self.help = f"{written}\n\nLosses ({len(LOSSES)}; `prefalign losses` shows their parameters): " + \
+            ", ".join(sorted(LOSSES))
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.help = written
 
 
 def print_done(run: PreferenceRun | OnlineRun) -> None:
@@ -131,11 +165,11 @@ def print_done(run: PreferenceRun | OnlineRun) -> None:
                   + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
 
 
-@app.command()
+@app.command(cls=ListsLosses)
 @friendly_errors
 def train(config: ConfigOpt = None, overrides: OverridesArg = None,
           resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
-    """Preference optimisation (DPO, IPO, cDPO/robust DPO, hinge, + SFT term) with one plain training loop.
+    """Preference optimisation with any registered loss (or a weighted sum of several), in one plain loop.
 
     Writes trainer.output_dir/{metrics.jsonl, checkpoints/, model/ (and adapter/ for LoRA), config.yaml}.
     Example: prefalign train -c run.yaml trainer.lr=1e-6 'loss=[{name: ipo, beta: 0.5}]'"""
@@ -143,7 +177,20 @@ def train(config: ConfigOpt = None, overrides: OverridesArg = None,
 
     cfg = load_config(config, overrides or [])
     run = train_preference(cfg, resume=resume, console=console, overwrite=overwrite)
+    if run.main:
+        from prefalign.evaluation.report import run_report
+
+        run.outputs["report"] = run_report(run.run_dir)
     print_done(run)
+
+
+@app.command()
+@friendly_errors
+def report(run: Annotated[Path, typer.Argument(help="a run folder (trainer.output_dir of any recipe)")]) -> None:
+    """Write RUN/report.html: the run's settings, summary, last metrics and training curves."""
+    from prefalign.evaluation.report import run_report
+
+    console.print(f"wrote {run_report(run)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -247,13 +294,15 @@ def losses() -> None:
 @app.command()
 @friendly_errors
 def zoo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/zoo"),
-        doc: Annotated[Optional[Path], typer.Option(help="markdown table to write")] = Path("docs/losses.md"),
+        doc: Annotated[Optional[Path], typer.Option(help="markdown table to write (default: losses.md in the run "
+                                                      "folder; the project's table is docs/losses.md)")] = None,
         steps: int = 150, prompts: int = 1200, eval_prompts: int = 200, seed: int = 0,
         only: Annotated[Optional[list[str]], typer.Option(help="run only losses whose label contains this")] = None,
         from_json: Annotated[Optional[Path], typer.Option(help="only rewrite --doc from a finished run's zoo.json")] = None) -> None:
     """Run every preference loss on the toy task with the same data, budget and seed; write a table."""
     from prefalign.evaluation.zoo import render_from_json, run_zoo
 
+    doc = doc or out / "losses.md"
     if from_json is not None:
         render_from_json(from_json, doc, {"steps": steps, "n_prompts": prompts, "n_eval": eval_prompts, "seed": seed})
         console.print(f"table in {doc} (from {from_json})")
@@ -570,24 +619,30 @@ def eval_lc_winrate(files: Annotated[list[Path], typer.Argument(help="AlpacaEval
         skipped += n_null
     results = length_controlled_win_rates(annotations, regularize_to_baseline=regularize)
     table = Table(title=f"against {annotations[0].generator_1} ({skipped} null preferences skipped)")
-    for col in ("generator", "n", "win rate", "LC win rate", "LC s.e.", "avg length"):
+    columns = ("generator", "n", "win rate", "LC win rate", "LC s.e. (AlpacaEval)", "LC s.e. (bootstrap)", "avg length")
+    for col in columns:
         table.add_column(col)
-    for r in sorted(results, key=lambda r: -r.lc_win_rate):
-        table.add_row(r.generator, str(r.n), f"{r.win_rate:.1f}", f"{r.lc_win_rate:.1f}", f"{r.lc_standard_error:.2f}",
-                      f"{r.avg_length:.0f}")
+    rows = [[r.generator, r.n, f"{r.win_rate:.1f}", f"{r.lc_win_rate:.1f}",
+             "n/a" if r.lc_standard_error is None else f"{r.lc_standard_error:.2f}", f"{r.lc_bootstrap_se:.2f}",
+             f"{r.avg_length:.0f}"] for r in sorted(results, key=lambda r: -r.lc_win_rate)]
+    for row in rows:
+        table.add_row(*map(str, row))
     console.print(table)
+    if any(r.lc_standard_error is None for r in results):
+        console.print("AlpacaEval's LC s.e. (the spread of per-instruction predictions) cannot be estimated from one "
+                      "model without instruction difficulties; the bootstrap s.e. refits on resampled instructions",
+                      markup=False)
     if json_out:
         payload = {r.generator: {"n": r.n, "win_rate": r.win_rate, "lc_win_rate": r.lc_win_rate,
-                                 "lc_standard_error": r.lc_standard_error, "standard_error": r.standard_error,
-                                 "avg_length": r.avg_length, "coefficients": r.coefficients} for r in results}
+                                 "lc_standard_error": r.lc_standard_error, "lc_bootstrap_se": r.lc_bootstrap_se,
+                                 "standard_error": r.standard_error, "avg_length": r.avg_length,
+                                 "coefficients": r.coefficients} for r in results}
         write_text_atomic(json_out, json.dumps(payload, indent=2))
         from prefalign.evaluation import plots
         from prefalign.evaluation.report import write_report
 
-        rows = [[r.generator, r.n, r.win_rate, r.lc_win_rate, r.lc_standard_error, r.avg_length] for r in results]
         write_report(json_out.with_suffix(".html"), "prefalign eval lc-winrate", {"baseline": annotations[0].generator_1},
-                     sections=[("Win rates (%)", plots.table(["generator", "n", "win rate", "LC win rate", "LC s.e.",
-                                                               "avg length"], rows))])
+                     sections=[("Win rates (%)", plots.table(list(columns), rows))])
         console.print(f"wrote {json_out} and {json_out.with_suffix('.html')}")
 
 
@@ -671,12 +726,12 @@ def config_accelerate(name: Annotated[Optional[str], typer.Argument(help="a ship
 
 @toy_app.command("build-base")
 @friendly_errors
-def toy_build_base(out: Annotated[Optional[Path], typer.Option(help="where to write (default: the bundled folder)")] = None) -> None:
+def toy_build_base(out: Annotated[Path, typer.Option(help="where to write; the bundled base is rebuilt only when "
+                                                          "asked: --out prefalign/toy/assets/base")] = Path("runs/toy-base")) -> None:
     """Reproduce the bundled toy base: SFT a tiny Llama on toy responses of mixed quality (~2.5 min on 2 cores)."""
     from prefalign.toy.base import build_base
 
-    path = build_base(out) if out else build_base()
-    console.print(f"wrote {path}")
+    console.print(f"wrote {build_base(out)}")
 
 
 @toy_app.command("make-pairs")

@@ -140,7 +140,8 @@ class TrainerConfig(Strict):
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0: only at the end")
     eval_batch_size: int = Field(16, gt=0)
     log_every: int = Field(1, gt=0)
-    save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: none")
+    save_every: int = Field(500, ge=0, description="steps between checkpoints (and one at the last step), so that "
+                            "--resume after a crash has one to start from; 0: none")
     keep_last: int = Field(2, gt=0)
     max_bad_steps: int = Field(5, gt=0, description="stop after this many non-finite steps in a row")
     max_weight_growth: float | None = Field(10.0, gt=1, description="a step that multiplies the trained weights' "
@@ -191,6 +192,8 @@ class EngineConfig(Strict):
     autocast: Literal["off", "bf16"] = Field(
         "off", description="bf16: matmuls in bfloat16 under torch.autocast, weights and optimizer in model.dtype")
     compile: bool = Field(False, description="torch.compile the decoder (dynamic shapes); the first steps compile")
+    threads: int | None = Field(None, gt=0, description="CPU threads torch uses in each process; default: torch's "
+                                "own choice, which respects OMP_NUM_THREADS (one per core). Lower it on a busy machine")
 
 
 class DistributedConfig(Strict):

@@ -11,7 +11,9 @@ per-instruction effect. It is fit with an L1 penalty chosen by 5-fold cross-vali
 instruction, no intercept, soft preferences in [0, 1] handled by weighting (each row twice, label 1 with
 weight p and label 0 with weight 1 - p). The LC win rate is the mean predicted probability over m's
 instructions with delta_len set to 0; its standard error is that of the mean of those predictions (as
-AlpacaEval reports it).
+AlpacaEval reports it; null where the predictions do not vary, as with one model and no instruction
+difficulty, where it says nothing), and `lc_bootstrap_se` is the spread of the LC win rate over refits on
+instructions resampled with replacement (at the penalty cross-validation chose), the estimate's own error.
 
 When annotations of the baseline's own verbose and concise variants are given (generators
 `<baseline>_verbose`, `<baseline>_concise`), they join every fit with g = 0 and sample weight lambda / 2
@@ -55,9 +57,10 @@ class LCWinRate:
     win_rate: float  # percentages, as AlpacaEval prints them
     standard_error: float
     lc_win_rate: float
-    lc_standard_error: float
+    lc_standard_error: float | None
     avg_length: float
     coefficients: dict[str, float]
+    lc_bootstrap_se: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -187,8 +190,29 @@ def _design(rows: list[Annotation], g: float, difficulty: dict[str, float] | Non
     return np.stack(cols, axis=1)
 
 
+def bootstrap_lc_se(x: np.ndarray, p: np.ndarray, w: np.ndarray, groups: np.ndarray, own: int,
+                    x_zero: np.ndarray, c: float, n_boot: int = 100, seed: int = 0) -> float:
+    """Standard error (percentage points) of the LC win rate over `n_boot` refits at penalty `c`, each on the
+    model's instructions (its first `own` rows) resampled with replacement; other rows (the baseline's
+    gamed variants) are kept in every refit."""
+    rng = np.random.default_rng(seed)
+    by_instruction = defaultdict(list)
+    for i, g in enumerate(groups[:own]):
+        by_instruction[g].append(i)
+    keys = sorted(by_instruction)
+    if len(keys) < 2:
+        return 0.0
+    rates = []
+    for _ in range(n_boot):
+        rows = np.concatenate([by_instruction[keys[k]] for k in rng.integers(len(keys), size=len(keys))])
+        take = np.r_[rows, np.arange(own, len(x))]
+        fit = fit_soft_logistic(x[take], p[take], w[take], c)
+        rates.append(fit.predict_proba(x_zero[rows])[:, 1].mean())
+    return 100 * float(np.std(rates, ddof=1))
+
+
 def length_controlled_win_rates(annotations: list[Annotation], regularize_to_baseline: float = 0.2,
-                                n_splits: int = 5) -> list[LCWinRate]:
+                                n_splits: int = 5, n_boot: int = 100) -> list[LCWinRate]:
     """One result per generator_2 (the baseline's gamed variants included, each fit like a model)."""
     baselines = {a.generator_1 for a in annotations}
     if len(baselines) != 1:
@@ -211,15 +235,20 @@ def length_controlled_win_rates(annotations: list[Annotation], regularize_to_bas
                 p.append([a.preference for a in g_rows])
                 w.append(np.full(len(g_rows), regularize_to_baseline / 2))
                 groups.append([a.instruction for a in g_rows])
-        fit = fit_glm_cv(np.concatenate(x), np.concatenate(p).astype(float), np.concatenate(w),
-                         np.array(sum(groups, [])), n_splits)
-        predicted = fit.predict_proba(_design(rows, 1.0, difficulty, True))[:, 1]
+        x, p, w, groups = (np.concatenate(x), np.concatenate(p).astype(float), np.concatenate(w),
+                           np.array(sum(groups, [])))
+        fit = fit_glm_cv(x, p, w, groups, n_splits)
+        x_zero = _design(rows, 1.0, difficulty, True)
+        predicted = fit.predict_proba(x_zero)[:, 1]
         raw = np.array([a.preference for a in rows])
+        spread = 100 * _sem(predicted)
         results.append(LCWinRate(
             generator=model_name, n=len(rows), win_rate=100 * float(raw.mean()),
             standard_error=100 * _sem(raw), lc_win_rate=100 * float(predicted.mean()),
-            lc_standard_error=100 * _sem(predicted), avg_length=float(np.mean([len(a.output_2) for a in rows])),
-            coefficients=dict(zip(names, fit.coef_[0].tolist()))))
+            lc_standard_error=spread if spread > 1e-9 else None,
+            avg_length=float(np.mean([len(a.output_2) for a in rows])),
+            coefficients=dict(zip(names, fit.coef_[0].tolist())),
+            lc_bootstrap_se=bootstrap_lc_se(x, p, w, groups, len(rows), x_zero, fit.C, n_boot) if n_boot else 0.0))
     return results
 
 

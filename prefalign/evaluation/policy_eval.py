@@ -124,7 +124,8 @@ def evaluate_policies(policies: dict[str, torch.nn.Module], baseline: torch.nn.M
     for result in partial:
         if result.name in lc:
             result.lc_win_rate = lc[result.name].lc_win_rate / 100
-            result.lc_standard_error = lc[result.name].lc_standard_error / 100
+            se = lc[result.name].lc_standard_error
+            result.lc_standard_error = None if se is None else se / 100
     return Evaluation(judge.name, None if r_base is None else float(np.mean(r_base)),
                       float(np.mean([len(s.completion_ids) for s in theirs])), partial, samples)
 
@@ -161,7 +162,23 @@ def evaluation_sections(ev: Evaluation) -> list[tuple[str, str]]:
             ("Reward/KL frontier", plots.reward_kl_frontier([("baseline", 0.0, ev.baseline_reward)] + [
                 (p.name, p.kl, p.mean_reward) for p in ev.policies])),
         ]
-    return sections
+    return sections + [("Example completions", example_completions(ev.samples))]
+
+
+def example_completions(samples: list[dict], n: int = 4) -> str:
+    """The first `n` prompts, each model's sample side by side (with its reward where there is one)."""
+    by_prompt: dict[str, dict[str, dict]] = {}
+    for s in samples:
+        by_prompt.setdefault(s["prompt"], {})[s["model"]] = s
+    models = list(dict.fromkeys(s["model"] for s in samples))
+    rows = [[prompt] + [_shown(by_model.get(m)) for m in models] for prompt, by_model in list(by_prompt.items())[:n]]
+    return plots.table(["prompt", *models], rows)
+
+
+def _shown(sample: dict | None) -> str:
+    if sample is None:
+        return ""
+    return sample["text"] + ("" if sample.get("reward") is None else f"  (reward {sample['reward']:.3f})")
 
 
 def write_evaluation(out: Path, ev: Evaluation, title: str = "prefalign eval") -> dict[str, Path]:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from prefalign.models.logprobs import SequenceLogps
+from prefalign.models.sequence_logps import SequenceLogps
 
 
 @dataclass

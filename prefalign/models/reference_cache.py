@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from prefalign.cache import cache_root
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.models.loading import resolve_path
 from prefalign.models.reference import PrecomputedReference
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PREFALIGN_CACHE", Path.home() / ".cache" / "prefalign")) / "reference_logps"
+    return cache_root() / "reference_logps"
 
 
 def model_fingerprint(name_or_path: str, dtype: str) -> dict:

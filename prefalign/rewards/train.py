@@ -32,7 +32,13 @@ from prefalign.rewards.metrics import expected_calibration_error, pair_accuracy
 from prefalign.rewards.model import RewardModel, RewardSpec, backbone_kind, build_reward_model
 from prefalign.training.distributed import start_processes
 from prefalign.training.loop import LoopData, LoopResult, Objective, train_loop
-from prefalign.training.preference import seed_everything, split_by_row, tokenize_all
+from prefalign.training.preference import (
+    report_machine,
+    report_resume,
+    seed_everything,
+    split_by_row,
+    tokenize_all,
+)
 from prefalign.training.run_folder import claim_run_folder
 
 USER_INDEX = "__user_index"
@@ -159,8 +165,10 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
     if processes.strategy == "fsdp2":
         raise ValueError("reward models train in one process or with DDP (distributed.strategy: ddp); "
                          "FSDP2 shards causal LMs only for now")
-    claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
+    changed = claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
     console = console if processes.is_main else None
+    report_machine(cfg.engine.threads, processes, console)
+    report_resume(resume, changed, console)
     seed_everything(cfg.trainer.seed)
     path = resolve_path(cfg.model.name_or_path)
     kind = backbone_kind(path, cfg.model.trust_remote_code) if cfg.reward.backbone == "auto" else cfg.reward.backbone

@@ -6,14 +6,20 @@ as gold (TPO)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefalign.atomic_files import write_text_atomic
+from prefalign.cache import cache_root
 from prefalign.decoding.sampling import sample
 from prefalign.models.loading import TOY_BASE
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
@@ -75,6 +81,30 @@ def write_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_sampl
     tokenizer = load_pretrained_files(AutoTokenizer, str(base))
     rows = toy_pairs(model, tokenizer, n_prompts, n_samples, seed)
     return write_jsonl(Path(out_dir) / "toy_pairs.jsonl", rows)
+
+
+def cached_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_samples: int = 4,
+                     say: Callable[[str], None] = print) -> Path:
+    """`out_dir/toy_pairs.jsonl`, kept if already there (a resumed run), else copied from the cache, keyed by
+    the settings and the bundled base's files, else sampled (saying so: it takes a minute) and cached."""
+    target = Path(out_dir) / "toy_pairs.jsonl"
+    if target.exists():
+        return target
+    key = json.dumps({"seed": seed, "prompts": n_prompts, "samples": n_samples,
+                      "base": sorted((f.name, f.stat().st_size) for f in Path(TOY_BASE).iterdir() if f.is_file())})
+    cached = cache_root() / "toy_pairs" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    if not cached.exists():
+        say(f"data: sampling the toy base for toy pairs: {n_prompts} prompts x {n_samples} samples (cached in "
+            f"{cached.parent} for later runs)")
+        started = time.perf_counter()
+        scratch = cached.parent / f".tmp-{os.getpid()}"  # two runs filling the cache at once never collide
+        write_toy_pairs(scratch, seed, n_prompts, n_samples).replace(cached)
+        scratch.rmdir()
+        say(f"data: toy pairs sampled in {time.perf_counter() - started:.0f}s")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, target.with_suffix(".tmp"))
+    target.with_suffix(".tmp").replace(target)
+    return target
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

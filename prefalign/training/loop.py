@@ -27,6 +27,7 @@ from prefalign.training.batch_sources import BatchSource, DatasetSource, StepBat
 from prefalign.training.checkpoint import Checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
 from prefalign.training.data_order import Plan
 from prefalign.training.distributed import Processes, start_processes, total_norm
+from prefalign.training.errors import TrainingDiverged
 from prefalign.training.metrics import MetricsLog
 from prefalign.training.update_guard import count_nonfinite, restore, squared_norm, take_snapshot
 
@@ -70,10 +71,6 @@ class Hooks(Protocol):
     def state_tensors(self) -> dict[str, torch.Tensor]: ...
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 @dataclass
@@ -287,9 +284,21 @@ def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
     return _Run(forward_model, objective, source, data.hooks, loss_modules, optimizer, scheduler, processes)
 
 
-def _progress(cfg: TrainerConfig, console: Console | None, main: bool) -> Progress:
+def _progress(cfg: TrainerConfig, console: Console | None) -> Progress:
+    """A bar on a terminal; nothing elsewhere (a log file gets `_log_line`s instead of one redrawn bar)."""
+    shown = cfg.progress and console is not None and console.is_terminal
     return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeRemainingColumn(), console=console, disable=not (cfg.progress and main), transient=False)
+                    TimeRemainingColumn(), console=console, disable=not shown, transient=False)
+
+
+LOG_LINE = {"loss": ".4f", "rewards/accuracies": ".3f", "accuracy": ".3f", "grad_norm": ".3g", "lr": ".3g",
+            "tokens_per_s": ".0f"}
+
+
+def _log_line(step: int, n_steps: int, metrics: dict[str, float]) -> str:
+    """One plain line per logged step, for output that is not a terminal (nohup, SLURM, CI logs)."""
+    keys = [k for k in LOG_LINE if k in metrics] + sorted(k for k in metrics if k.startswith("eval/"))
+    return f"step {step}/{n_steps} " + " ".join(f"{k} {metrics[k]:{LOG_LINE.get(k, '.4f')}}" for k in keys)
 
 
 def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg: TrainerConfig, run_dir: Path,
@@ -313,7 +322,8 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
     eval_metrics: dict[str, float] = {}
     start = time.perf_counter()
     try:
-        with _progress(cfg, console, main) as progress:
+        lines = cfg.progress and console is not None and not console.is_terminal
+        with _progress(cfg, console) as progress:
             task = progress.add_task("train", total=n_steps, completed=step, info="")
             while step < n_steps:
                 metrics, finite = _optimizer_step(run, cfg, step)
@@ -330,6 +340,8 @@ def train_loop(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
                     metrics.update(eval_metrics)
                 if log is not None and (step % cfg.log_every == 0 or step == n_steps or evaluated):
                     log.write(step, metrics)
+                    if lines:
+                        console.print(_log_line(step, n_steps, metrics), markup=False, highlight=False)
                 # Never during a streak of skipped steps: keep-last pruning would drop the last good state.
                 if cfg.save_every and (step % cfg.save_every == 0 or step == n_steps) and not bad_in_a_row:
                     ckpt = _checkpoint(run, step, skipped)

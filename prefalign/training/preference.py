@@ -58,6 +58,7 @@ from prefalign.training.data_order import stage_end_steps, staged_plan, steps_pe
 from prefalign.training.distributed import Processes, start_processes
 from prefalign.training.export import export_run
 from prefalign.training.loop import LoopData, LoopResult, train_loop
+from prefalign.training.machine import use_threads
 from prefalign.training.objectives import OBJECTIVES
 from prefalign.training.run_folder import claim_run_folder
 from prefalign.training.schedules import ReferenceUpdates, chunk_stages, curriculum_stages
@@ -202,16 +203,33 @@ class PreferenceRun:
     main: bool = True  # rank 0 of a multi-process run, or the only process
 
 
+def report_machine(threads: int | None, processes: Processes, console: Console | None) -> None:
+    """The run's first line: its processes, device, threads and the machine's load; a warning when busy."""
+    machine = use_threads(threads)
+    if console is None:
+        return
+    console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}; {machine.line()}",
+                  markup=False, highlight=False)
+    if machine.warning():
+        console.print(machine.warning(), style="yellow", markup=False, highlight=False)
+
+
+def report_resume(resume: bool, changed: list[str], console: Console | None) -> None:
+    if resume and console is not None:
+        what = "; ".join(changed) if changed else "none"
+        console.print(f"resume: settings changed since the run started: {what}", markup=False, highlight=False)
+
+
 def start_run(cfg: TrainConfig, console: Console | None, resume: bool = False,
               overwrite: bool = False) -> tuple[TrainConfig, Processes, Console]:
     """This process's place in the run (its world size recorded in the config), the run folder claimed for
     this run (training/run_folder.py), a console that only rank 0 prints to, and the seeds set."""
     processes = start_processes(cfg.distributed, cfg.engine.autocast)
-    claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
+    changed = claim_run_folder(Path(cfg.trainer.output_dir), cfg.model_dump(mode="json"), resume, overwrite, processes)
     cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"world_size": processes.world})})
     console = (console or Console()) if processes.is_main else Console(quiet=True)
-    if processes.world > 1:
-        console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}")
+    report_machine(cfg.engine.threads, processes, console)
+    report_resume(resume, changed, console)
     seed_everything(cfg.trainer.seed)
     return cfg, processes, console
 
@@ -240,11 +258,11 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     cfg, processes, console = start_run(cfg, console, resume, overwrite)
     run_dir = Path(cfg.trainer.output_dir)
     if cfg.data.train == "toy":
-        from prefalign.toy.preference_data import write_toy_pairs
+        from prefalign.toy.preference_data import cached_toy_pairs
 
         toy_file = run_dir / "data" / "toy_pairs.jsonl"
         if processes.is_main:  # the others wait, then read the same file
-            write_toy_pairs(run_dir / "data", seed=cfg.trainer.seed)
+            cached_toy_pairs(run_dir / "data", seed=cfg.trainer.seed, say=lambda s: console.print(s, markup=False))
         processes.barrier()
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(toy_file)})})
     losses = build_losses(cfg.loss)

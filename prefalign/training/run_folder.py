@@ -28,7 +28,7 @@ MAY_CHANGE_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.save_eve
                         "trainer.log_every", "trainer.eval_every", "trainer.progress", "trainer.sinks",
                         "trainer.wandb_project", "trainer.max_bad_steps", "trainer.on_nonfinite_update",
                         "trainer.max_weight_growth",
-                        "trainer.output_dir", "distributed", "engine.compile")
+                        "trainer.output_dir", "distributed", "engine.compile", "engine.threads")
 
 
 class RunFolderError(ValueError):
@@ -46,11 +46,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def run_identity(resolved: dict) -> dict[str, object]:
-    def fixed(key: str) -> bool:
-        return not any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
+def may_change_on_resume(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
 
-    return {k: v for k, v in flatten(resolved).items() if fixed(k)}
+
+def run_identity(resolved: dict) -> dict[str, object]:
+    return {k: v for k, v in flatten(resolved).items() if not may_change_on_resume(k)}
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -95,9 +96,25 @@ def prepare_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: b
                                                               default=str))
 
 
-def claim_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: bool, processes: Processes) -> None:
+def changed_on_resume(run_dir: Path, resolved: dict) -> list[str]:
+    """The settings a resumed run changes (those it may: MAY_CHANGE_ON_RESUME), as `key: old -> new`, read
+    against the config.yaml the run wrote when it started."""
+    import yaml
+
+    written = run_dir / "config.yaml"
+    if not written.exists():
+        return []
+    before, now = flatten(yaml.safe_load(written.read_text()) or {}), flatten(resolved)
+    return [f"{k}: {before.get(k, '<unset>')!r} -> {now[k]!r}" for k in sorted(now)
+            if may_change_on_resume(k) and k != "distributed.world_size" and before.get(k) != now[k]]
+
+
+def claim_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: bool, processes: Processes) -> list[str]:
+    """Check and prepare the folder on every process; returns the settings a resumed run changes."""
     check_run_folder(run_dir, resolved, resume, overwrite)
+    changed = changed_on_resume(run_dir, resolved) if resume else []
     processes.barrier()  # nobody changes the folder before every process has looked at it
     if processes.is_main:
         prepare_run_folder(run_dir, resolved, resume, overwrite)
     processes.barrier()
+    return changed
