@@ -3,6 +3,7 @@ plain log lines in non-terminal output, checkpoints by default, what --resume ch
 write into the package or the repo, --version."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,89 @@ def test_toy_pairs_are_sampled_once_then_read_from_the_cache(tmp_path):
     assert len(said) == 4 and other.read_text() != first.read_text()  # other settings, another entry
     first.write_text(first.read_text().splitlines()[0] + "\n")  # a resumed run keeps its own file
     assert cached_toy_pairs(tmp_path / "run1" / "data", seed=0, n_prompts=6, n_samples=2).read_text().count("\n") == 1
+
+
+def test_data_inspect_previews_counts_and_warns_about_unknown_tokens(tiny_model_dir, tmp_path):
+    from tests.conftest import write_jsonl
+
+    rows = [{"prompt": "review the red lamp .", "chosen": " the lamp is great .", "rejected": " the lamp is awful ."},
+            {"prompt": "Bonjour, comment ça va ?", "chosen": " Très bien, merci.", "rejected": " Mal."},
+            {"prompt": "review the red lamp . " * 6, "chosen": " the lamp is great .", "rejected": " it is awful ."}]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    result = runner.invoke(app, ["data", "inspect", str(data), "--tokenizer", str(tiny_model_dir), "--max-length", "16"])
+    assert result.exit_code == 0, result.output
+    assert "review the red lamp .|the lamp is great ." in result.output  # the boundary, after the template
+    assert "3 pairs" in result.output and "prompt: min 6, median 6" in result.output
+    assert "1 of 3 pairs exceed max_length=16" in result.output
+    assert "1 of 3 pairs hold the tokenizer's unknown token" in result.output and "mixed.jsonl, line 2" in result.output
+
+
+def test_config_show_prints_any_commands_schema():
+    result = runner.invoke(app, ["config", "show", "--command", "rm"])
+    assert result.exit_code == 0 and "segment_ids: true" in result.output and "head: scalar" in result.output
+    assert "group_size" in runner.invoke(app, ["config", "show", "--command", "rl"]).output
+    assert runner.invoke(app, ["config", "show", "--command", "nope"]).exit_code == 2
+
+
+def test_generate_samples_from_a_model_a_run_and_a_checkpoint(tiny_model_dir, pairs_file, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", f"model.name_or_path={tiny_model_dir}", f"data.train={pairs_file}",
+                               "data.eval_fraction=0", f"trainer.output_dir={run}", "trainer.max_steps=2",
+                               "trainer.batch_size=2", "trainer.save_every=1", "trainer.progress=false"]).exit_code == 0
+    common = ["--prompt", "review the red lamp .", "--prompt", "list 2 fruits .", "-n", "2", "--max-new-tokens", "6"]
+    outputs = {}
+    for name, source in [("model", tiny_model_dir), ("run", run), ("checkpoint", run / "checkpoints" / "step-00000002")]:
+        result = runner.invoke(app, ["generate", str(source), *common, "--out", str(tmp_path / f"{name}.jsonl")])
+        assert result.exit_code == 0, result.output
+        outputs[name] = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in outputs[name]] == ["review the red lamp ."] * 2 + ["list 2 fruits ."] * 2
+    assert outputs["run"] == outputs["checkpoint"]  # the last checkpoint holds the exported model's weights
+    again = runner.invoke(app, ["generate", str(run), *common, "--out", str(tmp_path / "again.jsonl")])
+    assert again.exit_code == 0 and (tmp_path / "again.jsonl").read_text() == (tmp_path / "run.jsonl").read_text()
+    chat = runner.invoke(app, ["generate", str(tiny_model_dir), "--prompt", "list 2 fruits .", "--chat"])
+    assert chat.exit_code == 0, chat.output
+
+
+def test_labels_of_close_frontier_points_are_moved_apart():
+    from prefalign.evaluation.plots import label_offsets
+
+    offsets = label_offsets([(0.0, 0.0), (1.0, 1.0), (1.01, 1.0), (1.0, 1.02), (0.5, 0.5)])
+    assert offsets[0] == offsets[1] == offsets[4] == (3, 3)
+    assert len({offsets[1], offsets[2], offsets[3]}) == 3  # three points in one spot: three lines
+
+
+def test_push_writes_a_model_card_and_uploads_the_folder_up_to_the_network(tiny_model_dir, pairs_file, tmp_path,
+                                                                          monkeypatch):
+    import huggingface_hub
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", f"model.name_or_path={tiny_model_dir}", f"data.train={pairs_file}",
+                               "data.eval_fraction=0.25", f"trainer.output_dir={run}", "trainer.max_steps=2",
+                               "trainer.batch_size=2", "trainer.progress=false"]).exit_code == 0
+    dry = runner.invoke(app, ["push", str(run), "me/tiny-dpo", "--dry-run"])
+    assert dry.exit_code == 0 and "model.safetensors" in dry.output and "README.md" in dry.output
+    card = (run / "model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "- dpo" in card
+    assert "AutoModelForCausalLM.from_pretrained('me/tiny-dpo')" in card and "| eval/loss |" in card
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private, exist_ok):
+            calls.append(("create", repo_id, private, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://huggingface.co/me/tiny-dpo/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    result = runner.invoke(app, ["push", str(run), "me/tiny-dpo", "--private"])
+    assert result.exit_code == 0, result.output
+    assert calls[1] == ("create", "me/tiny-dpo", True, True)
+    assert calls[2][0] == "upload" and {"README.md", "model.safetensors", "config.json"} <= set(calls[2][2])
+    assert runner.invoke(app, ["push", str(run), "me/x", "--what", "adapter", "--dry-run"]).exit_code == 2

@@ -18,7 +18,7 @@ def test_short_quickstart_writes_summary_and_report(tmp_path):
     assert {"gold_reward", "mean_length"} <= set(summary["base"]) and summary["steps"] == 30
     assert 0 <= summary["win_rate"] <= 1 and summary["kl"] > 0
     html = (tmp_path / "report.html").read_text()
-    assert html.count("<img") >= 4 and "win_rate" in html
+    assert html.count("<img") >= 4 and "win rate" in html and "Example completions" in html
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     assert (tmp_path / "quickstart.yaml").exists()
 

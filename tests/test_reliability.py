@@ -136,7 +136,8 @@ def test_a_run_folder_is_never_reused_by_another_run(tiny_model_dir, pairs_file,
     assert resumed.loop.steps == 3  # max_steps may change on resume
     train_preference(make_config(tiny_model_dir, pairs_file, out, max_steps=1, seed=9), overwrite=True)
     assert [m["step"] for m in read_metrics(out)] == [1]
-    assert list_checkpoints(out / "checkpoints") == []  # the other run's are gone
+    # The other run's checkpoints (steps 2 and 3) are gone; the new run wrote its own at its last step.
+    assert [c.name for c in list_checkpoints(out / "checkpoints")] == ["step-00000001"]
 
 
 def test_the_cli_refuses_a_used_folder_with_one_line(tiny_model_dir, pairs_file, tmp_path):

@@ -186,6 +186,90 @@ def train(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 @app.command()
 @friendly_errors
+def init(method: Annotated[Optional[str], typer.Argument(help="a shipped example: dpo, kto, rl/grpo, reward_model, ...; "
+                                                              "none lists them")] = None,
+         out: Annotated[Optional[Path], typer.Option(help="where to write (default: ./NAME.yaml)")] = None,
+         force: Annotated[bool, typer.Option(help="replace an existing file")] = False) -> None:
+    """Write a starting config for a method, copied from the examples prefalign ships."""
+    from prefalign.atomic_files import write_text_atomic
+    from prefalign.config.examples import example_command, example_summary, shipped_examples
+
+    examples = shipped_examples()
+    if method is None:
+        for name, path in examples.items():
+            console.print(f"{name:<16} prefalign {example_command(path)}: {example_summary(path)}", markup=False,
+                          highlight=False)
+        return
+    name = method.removesuffix(".yaml")
+    if name not in examples:
+        raise ValueError(f"no example named {method!r}; shipped: {', '.join(examples)}")
+    target = out or Path(f"{Path(name).name}.yaml")
+    if target.exists() and not force:
+        raise ValueError(f"{target} exists; pass --force to replace it, or --out another file")
+    write_text_atomic(target, examples[name].read_text())
+    console.print(f"wrote {target}; run it with: prefalign {example_command(examples[name])} -c {target}",
+                  markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def generate(model: Annotated[str, typer.Argument(help="a model folder, hub id, toy, a run folder or one of its checkpoints")],
+             prompt: Annotated[Optional[list[str]], typer.Option(help="a prompt (repeatable)")] = None,
+             prompts: Annotated[Optional[str], typer.Option(help="or a file with a prompt field (or toy)")] = None,
+             n: Annotated[int, typer.Option("--n", "-n", help="samples per prompt")] = 1, max_new_tokens: int = 128,
+             temperature: Annotated[float, typer.Option(help="0: greedy")] = 1.0, seed: int = 0,
+             chat: Annotated[bool, typer.Option(help="wrap each prompt as a user message in the tokenizer's chat template, "
+                                                     "as conversational data trains; default: plain text, as the "
+                                                     "standard format trains")] = False,
+             out: Annotated[Optional[Path], typer.Option(help="also write {prompt, completion} JSONL here")] = None,
+             trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
+    """Sample completions from any model, run or checkpoint, each prompt tokenized as training tokenizes it
+    (with --chat: the chat template and its generation prompt)."""
+    from prefalign.atomic_files import write_text_atomic
+    from prefalign.data.tokenize import CompletionTokenizer
+    from prefalign.decoding.sampling import continue_ids
+    from prefalign.models.loading import inference_tokenizer, load_for_inference
+
+    texts = list(prompt or []) + (_eval_prompts(prompts, 10**9, seed) if prompts else [])
+    if not texts:
+        raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+    tokenizer = inference_tokenizer(model, trust_remote_code)
+    policy = load_for_inference(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    encoder = CompletionTokenizer(tokenizer, max_length=10**9)
+    rows = [encoder.prompt_ids([{"role": "user", "content": t}] if chat else t) for t in texts for _ in range(n)]
+    new = continue_ids(policy, rows, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
+                       do_sample=temperature > 0, seed=seed, temperature=temperature or 1.0)
+    results = [{"prompt": texts[i // n], "completion": tokenizer.decode(ids, skip_special_tokens=True)}
+               for i, ids in enumerate(new)]
+    for r in results:
+        console.print(f"-- {r['prompt']}\n{r['completion']}", markup=False, highlight=False)
+    if out:
+        write_text_atomic(out, "".join(json.dumps(r) + "\n" for r in results))
+        console.print(f"wrote {out}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def push(run: Annotated[Path, typer.Argument(help="a finished run folder")],
+         repo_id: Annotated[str, typer.Argument(help="the hub repo, e.g. me/my-dpo-model")],
+         what: Annotated[Optional[str], typer.Option(help="model, adapter or reward_model (default: the adapter if "
+                                                          "there is one, else what the run holds)")] = None,
+         private: bool = False,
+         dry_run: Annotated[bool, typer.Option(help="write the model card and list the files; upload nothing")] = False) -> None:
+    """Publish a run's model, adapter or reward model on the Hugging Face Hub, with a generated model card
+    (base model, losses, data, settings, evaluation). Log in first: `hf auth login` or HF_TOKEN."""
+    from prefalign.training.hub import prepare_upload
+    from prefalign.training.hub import push as upload
+
+    prepared = prepare_upload(run, repo_id, what)
+    console.print(f"{prepared.kind} from {prepared.folder} -> {repo_id}: {', '.join(prepared.files)}", markup=False,
+                  highlight=False)
+    if not dry_run:
+        console.print(f"uploaded: {upload(prepared, private=private)}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
 def report(run: Annotated[Path, typer.Argument(help="a run folder (trainer.output_dir of any recipe)")]) -> None:
     """Write RUN/report.html: the run's settings, summary, last metrics and training curves."""
     from prefalign.evaluation.report import run_report
@@ -266,6 +350,35 @@ def data_validate(source: Annotated[str, typer.Argument(help="file, save_to_disk
             tokenized = tokenize_all(pairs, tok.pair, cfg, loaded.tally)
             console.print(f"{len(tokenized)} tokenized; {tok.truncated} truncated to {max_length}; "
                           f"{tok.boundary_fallbacks} boundary fallbacks")
+    for line in loaded.tally.summary_lines():
+        console.print(line, markup=False, highlight=False)
+
+
+@data_app.command("inspect")
+@friendly_errors
+def data_inspect(source: Annotated[str, typer.Argument(help="file, save_to_disk folder, or hub dataset name")],
+                 tokenizer: Annotated[str, typer.Option(help="the model's tokenizer (hub id, folder, or toy)")],
+                 format: Annotated[str, typer.Option(help="auto or a format name (see data validate)")] = "auto",
+                 max_length: int = 512, rows: Annotated[int, typer.Option(help="rows to preview")] = 3) -> None:
+    """Preview rows as the model sees them (chat template applied, '|' at the prompt/completion boundary),
+    token length statistics, pairs max_length would cut, and a warning when the tokenizer reads text as unknown."""
+    from prefalign.config.schema import DataConfig, ModelConfig
+    from prefalign.data.inspection import inspect_pairs
+    from prefalign.data.loading import load_examples, to_pairs
+    from prefalign.models.loading import load_tokenizer
+
+    cfg = DataConfig(train=source, format=format, on_bad_row="skip", max_length=max_length)
+    loaded = load_examples(source, cfg)
+    report = inspect_pairs(to_pairs(loaded, cfg), load_tokenizer(ModelConfig(name_or_path=tokenizer)), max_length, rows)
+    for p in report.previews:
+        console.print(f"-- {p.where}\n{p.prompt}|{p.chosen}\n   (rejected) |{p.rejected}", markup=False, highlight=False)
+    console.print(f"{report.pairs} pairs; tokens per pair before truncation:", markup=False)
+    for part in ("prompt", "chosen", "rejected"):
+        console.print(f"  {report.stats(part)}", markup=False, highlight=False)
+    console.print(f"{report.over_max_length} of {report.pairs} pairs exceed max_length={max_length} "
+                  "(truncated, or refused with data.too_long: reject)", markup=False, highlight=False)
+    if report.unknown_warning():
+        console.print(report.unknown_warning(), style="yellow", markup=False, highlight=False)
     for line in loaded.tally.summary_lines():
         console.print(line, markup=False, highlight=False)
 
@@ -433,7 +546,7 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
         write_text_atomic(json_out, json.dumps(summary, indent=2))
         margins = [float(m) for m in scored.margins]
         write_report(json_out.with_suffix(".html"), f"prefalign rm eval: {data}", summary, sections=[
-            ("Margin r_w - r_l per pair", plots.reward_distributions({"margin": margins})),
+            ("Margin r_w - r_l per pair", plots.reward_distributions({"margin": margins}, "margin r_w - r_l", "pairs")),
             ("Calibration", plots.reliability_diagram(margins))])
 
 
@@ -701,11 +814,18 @@ def decode(strategy: Annotated[str, typer.Option(help="sample | best-of-n | reje
 
 @config_app.command("show")
 @friendly_errors
-def config_show(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def config_show(config: ConfigOpt = None, overrides: OverridesArg = None,
+                command: Annotated[str, typer.Option(help="whose schema: train, online, rl or rm (rm train)")] = "train",
+                ) -> None:
     """Print the fully resolved configuration (defaults, then the file, then overrides) as YAML."""
     import yaml
 
-    cfg = load_config(config, overrides or [])
+    from prefalign.config.examples import schema_for
+
+    names = {"train": "train", "online": "online", "rl": "rl", "rm": "rm train"}
+    if command not in names:
+        raise ValueError(f"--command {command!r}: one of {', '.join(names)}")
+    cfg = load_config(config, overrides or [], schema=schema_for(names[command]))
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), markup=False, highlight=False)
 
 

@@ -78,6 +78,12 @@ class CompletionTokenizer:
         full_text = render(prompt + list(completion), tokenize=False)
         return prompt_text, full_text, True
 
+    def prompt_ids(self, prompt: Text) -> list[int]:
+        """The prompt alone as training sees it (for messages: the chat template with the generation prompt),
+        for sampling a completion from it."""
+        prompt_text, _, templated = self._render(prompt, "" if isinstance(prompt, str) else [])
+        return self._ids(prompt_text, templated)
+
     def _ids(self, text: str, templated: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
 

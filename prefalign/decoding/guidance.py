@@ -22,6 +22,7 @@ for the cost benchmark)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ class PrefixScorer(torch.nn.Module):
     def __init__(self, body: torch.nn.Module, head: torch.nn.Linear, weights: list[float] | None = None) -> None:
         super().__init__()
         self.body, self.head = body, head
+        # transformers 5 renamed the cache argument and output (past_key_values -> cache); older ones lack it.
+        self.cache_name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
         k = head.out_features
         self.register_buffer("weights", torch.tensor(weights if weights is not None else [1.0 / k] * k))
 
@@ -52,8 +55,8 @@ class PrefixScorer(torch.nn.Module):
         if position_ids is None:
             position_ids = _positions(attention_mask)
         out = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        past_key_values=past_key_values, use_cache=True)
-        return self.head(out.last_hidden_state).float() @ self.weights, out.past_key_values
+                        use_cache=True, **{self.cache_name: past_key_values})
+        return self.head(out.last_hidden_state).float() @ self.weights, getattr(out, self.cache_name)
 
     @classmethod
     def from_reward_model(cls, folder: str, weights: list[float] | None = None) -> PrefixScorer:

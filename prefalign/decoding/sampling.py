@@ -81,14 +81,15 @@ def sample(model: PreTrainedModel, tokenizer: object, prompts: list[str], n: int
 
 @torch.no_grad()
 def continue_ids(model: PreTrainedModel, rows: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int,
-                 do_sample: bool = True, seed: int = 0, stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
+                 do_sample: bool = True, seed: int = 0, stop_ids: tuple[int, ...] = (),
+                 temperature: float = 1.0) -> list[list[int]]:
     """Continue token sequences (not strings) by up to `max_new_tokens`, as one batch; each continuation is
     cut after EOS or after the first of `stop_ids` (a block boundary such as a full stop). For strategies that
     extend partial completions block by block."""
     ids, attn = left_pad_ids(rows, pad_id)
     width = ids.shape[1]
     torch.manual_seed(seed)
-    options = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
+    options = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
     device = next(model.parameters()).device
     gen = model.eval().generate(input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
                                 pad_token_id=pad_id, eos_token_id=[eos_id, *stop_ids], **options)[:, width:].tolist()

@@ -23,14 +23,14 @@ def embed(fig: plt.Figure) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def reward_distributions(rewards: dict[str, list[float]]) -> str:
+def reward_distributions(rewards: dict[str, list[float]], xlabel: str = "reward", ylabel: str = "responses") -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     values = [v for v in rewards.values() if v]
     bins = np.histogram_bin_edges(np.concatenate(values), bins=30) if values else 30
     for name, v in rewards.items():
         ax.hist(v, bins=bins, alpha=0.45, label=name)
-    ax.set_xlabel("reward")
-    ax.set_ylabel("responses")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return embed(fig)
 
@@ -55,14 +55,27 @@ def reward_kl_frontier(points: list[tuple[str, float, float]]) -> str:
     for run, pts in runs.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run)
-        for kl, reward, name in pts:
-            ax.annotate(name.split("@")[-1] if "@" in name else name, (kl, reward), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+    labels = [(kl, reward, name.split("@")[-1] if "@" in name else name) for pts in runs.values() for kl, reward, name in pts]
+    for (kl, reward, text), offset in zip(labels, label_offsets([(kl, reward) for kl, reward, _ in labels])):
+        ax.annotate(text, (kl, reward), fontsize=7, textcoords="offset points", xytext=offset)
     ax.set_xlabel("KL(policy || reference), nats per response")
     ax.set_ylabel("mean reward")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return embed(fig)
+
+
+def label_offsets(points: list[tuple[float, float]], near: float = 0.08) -> list[tuple[int, int]]:
+    """Text offsets (points) for labels at `points`: a label whose point lies within `near` (of each axis'
+    range) of an earlier one's goes one line lower per such neighbour, so labels of close points do not overlap."""
+    xy = np.asarray(points, dtype=float).reshape(-1, 2)
+    span = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
+    unit = (xy - xy.min(axis=0)) / np.where(span > 0, span, 1.0) if len(xy) else xy
+    offsets = []
+    for i, p in enumerate(unit):
+        crowd = int(sum(np.all(np.abs(unit[j] - p) < near) for j in range(i)))
+        offsets.append((3, 3 - 9 * crowd))
+    return offsets
 
 
 def reliability_diagram(margins: list[float], n_bins: int = 10) -> str:

@@ -27,7 +27,7 @@ NAMES = {"rewards/accuracies": "reward accuracy", "rewards/margins": "reward mar
          "rewards/rejected": "reward (rejected)", "logps/chosen": "log-prob (chosen)", "logps/rejected":
          "log-prob (rejected)", "grad_norm": "gradient norm", "lr": "learning rate", "kl": "KL to the base",
          "lc_win_rate": "length-controlled win rate", "win_rate_ci95": "win rate, 95% interval",
-         "tokens_per_s": "tokens/s"}
+         "tokens_per_s": "tokens/s", "time/batches": "seconds making batches", "time/train": "seconds training"}
 
 
 def readable(key: str) -> str:

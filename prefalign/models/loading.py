@@ -86,8 +86,12 @@ def load_policy(cfg: ModelConfig) -> PreTrainedModel:
 
 
 def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
-    """The tokenizer of a model folder, hub id, `toy`, or run folder (its `model/`)."""
+    """The tokenizer of a model folder, hub id, `toy`, run folder (its `model/`) or checkpoint (its run's)."""
     folder = Path(resolve_path(path))
+    if (folder / "trainable.safetensors").exists():  # a checkpoint: its run's model, or the model it started from
+        run = folder.parent.parent
+        saved = (yaml.safe_load((run / "config.yaml").read_text()) or {}) if (run / "config.yaml").exists() else {}
+        folder = run if (run / "model").is_dir() else Path(resolve_path(saved.get("model", {}).get("name_or_path", path)))
     folder = folder / "model" if (folder / "model").is_dir() else folder
     return load_pretrained_files(AutoTokenizer, str(folder), trust_remote_code=trust_remote_code)
 
