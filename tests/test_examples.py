@@ -43,7 +43,7 @@ def _data_for(name: str, tmp_path: Path) -> Path:
         rows = [{"prompt": r["prompt"], "responses": [r["chosen"], " fine .", r["rejected"]]} for r in PAIRS]
     else:
         rows = PAIRS
-    return write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    return write_jsonl(tmp_path / f"{name.replace('/', '-')}.jsonl", rows)
 
 
 @pytest.mark.parametrize("name", ONE_STEP)
