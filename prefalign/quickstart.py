@@ -78,6 +78,7 @@ def run_quickstart(out: Path, seed: int = 0, steps: int = 400, n_prompts: int = 
         "seconds": round(time.perf_counter() - start, 1),
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "samples.jsonl", "".join(json.dumps(x) + "\n" for x in ev.samples))
     write_report(out / "report.html", "prefalign quickstart: DPO on the toy task", summary, read_metrics(run.run_dir),
                  sections=evaluation_sections(ev))
     _print_summary(console, summary, out)
@@ -95,4 +96,5 @@ def _print_summary(console: Console, s: dict, out: Path) -> None:
     lo, hi = s["win_rate_ci95"]
     console.print(f"win rate aligned vs base: {s['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}); "
                   f"KL(aligned || base) = {s['kl']:.2f} nats/response; {s['steps']} steps in {s['seconds']:.0f}s")
-    console.print(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    console.print(f"wrote {out / 'summary.json'}, {out / 'samples.jsonl'} (every sample, base and aligned) and "
+                  f"{out / 'report.html'}")

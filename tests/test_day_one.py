@@ -204,3 +204,13 @@ def test_push_writes_a_model_card_and_uploads_the_folder_up_to_the_network(tiny_
     assert calls[1] == ("create", "me/tiny-dpo", True, True)
     assert calls[2][0] == "upload" and {"README.md", "model.safetensors", "config.json"} <= set(calls[2][2])
     assert runner.invoke(app, ["push", str(run), "me/x", "--what", "adapter", "--dry-run"]).exit_code == 2
+
+
+def test_chat_answers_each_line_through_the_chat_template(tiny_model_dir):
+    first = runner.invoke(app, ["chat", str(tiny_model_dir), "--max-new-tokens", "5"], input="review the red lamp .\n"
+                                                                                            "list 2 fruits .\n\n")
+    assert first.exit_code == 0, first.output
+    assert first.output.count("assistant:") == 2
+    again = runner.invoke(app, ["chat", str(tiny_model_dir), "--max-new-tokens", "5"], input="review the red lamp .\n"
+                                                                                            "list 2 fruits .\n\n")
+    assert again.output == first.output  # seeded

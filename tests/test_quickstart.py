@@ -21,6 +21,8 @@ def test_short_quickstart_writes_summary_and_report(tmp_path):
     assert html.count("<img") >= 4 and "win rate" in html and "Example completions" in html
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     assert (tmp_path / "quickstart.yaml").exists()
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {s["model"] for s in samples} == {"baseline", "aligned"} and len(samples) == 2 * summary["eval_prompts"]
 
 
 @pytest.mark.slow

@@ -226,8 +226,7 @@ def generate(model: Annotated[str, typer.Argument(help="a model folder, hub id, 
     """Sample completions from any model, run or checkpoint, each prompt tokenized as training tokenizes it
     (with --chat: the chat template and its generation prompt)."""
     from prefalign.atomic_files import write_text_atomic
-    from prefalign.data.tokenize import CompletionTokenizer
-    from prefalign.decoding.sampling import continue_ids
+    from prefalign.decoding.sampling import complete_prompts
     from prefalign.models.loading import inference_tokenizer, load_for_inference
 
     texts = list(prompt or []) + (_eval_prompts(prompts, 10**9, seed) if prompts else [])
@@ -235,17 +234,39 @@ def generate(model: Annotated[str, typer.Argument(help="a model folder, hub id, 
         raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
     tokenizer = inference_tokenizer(model, trust_remote_code)
     policy = load_for_inference(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    encoder = CompletionTokenizer(tokenizer, max_length=10**9)
-    rows = [encoder.prompt_ids([{"role": "user", "content": t}] if chat else t) for t in texts for _ in range(n)]
-    new = continue_ids(policy, rows, tokenizer.pad_token_id, tokenizer.eos_token_id, max_new_tokens,
-                       do_sample=temperature > 0, seed=seed, temperature=temperature or 1.0)
-    results = [{"prompt": texts[i // n], "completion": tokenizer.decode(ids, skip_special_tokens=True)}
-               for i, ids in enumerate(new)]
+    asked = [[{"role": "user", "content": t}] if chat else t for t in texts for _ in range(n)]
+    completions = complete_prompts(policy, tokenizer, asked, max_new_tokens, temperature, seed)
+    results = [{"prompt": texts[i // n], "completion": c} for i, c in enumerate(completions)]
     for r in results:
         console.print(f"-- {r['prompt']}\n{r['completion']}", markup=False, highlight=False)
     if out:
         write_text_atomic(out, "".join(json.dumps(r) + "\n" for r in results))
         console.print(f"wrote {out}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def chat(model: Annotated[str, typer.Argument(help="a model folder, hub id, toy, a run folder or one of its checkpoints")],
+         max_new_tokens: int = 256, temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.7, seed: int = 0,
+         system: Annotated[Optional[str], typer.Option(help="a system message opening the conversation")] = None,
+         trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
+    """Talk to a model through its chat template, one turn per line of input; an empty line or end of input
+    ends the conversation."""
+    from prefalign.decoding.sampling import complete_prompts
+    from prefalign.models.loading import inference_tokenizer, load_for_inference
+
+    tokenizer = inference_tokenizer(model, trust_remote_code)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(f"{model}: its tokenizer has no chat template; use `prefalign generate` for plain prompts")
+    policy = load_for_inference(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    messages = [{"role": "system", "content": system}] if system else []
+    for turn in iter(lambda: sys.stdin.readline(), ""):
+        if not turn.strip():
+            break
+        messages.append({"role": "user", "content": turn.strip()})
+        (reply,) = complete_prompts(policy, tokenizer, [messages], max_new_tokens, temperature, seed + len(messages))
+        messages.append({"role": "assistant", "content": reply.strip()})
+        console.print(f"assistant: {reply.strip()}", markup=False, highlight=False)
 
 
 @app.command()
@@ -548,6 +569,7 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
         write_report(json_out.with_suffix(".html"), f"prefalign rm eval: {data}", summary, sections=[
             ("Margin r_w - r_l per pair", plots.reward_distributions({"margin": margins}, "margin r_w - r_l", "pairs")),
             ("Calibration", plots.reliability_diagram(margins))])
+        console.print(f"wrote {json_out} and {json_out.with_suffix('.html')}", markup=False, highlight=False)
 
 
 @judges_app.command("validate")
@@ -599,6 +621,7 @@ def judges_validate(outputs: Annotated[Path, typer.Argument(help="JSONL of {prom
             console.print(f"after {h['grades']} grades: {' > '.join(h['ranking'])}")
     if json_out:
         _write_judge_report(json_out, reports, selection, history, len(validator.grades))
+        console.print(f"wrote {json_out} and {json_out.with_suffix('.html')}", markup=False, highlight=False)
 
 
 def _grade_in_order(validator: JudgeValidator, graded: list[RawRecord], every: int) -> list[dict]:

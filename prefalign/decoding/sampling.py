@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, PreTrainedModel
 
+from prefalign.data.examples import Text
+from prefalign.data.tokenize import CompletionTokenizer
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -102,3 +105,14 @@ def continue_ids(model: PreTrainedModel, rows: list[list[int]], pad_id: int, eos
             new = new[: new.index(pad_id)]
         out.append(new)
     return out
+
+
+def complete_prompts(model: PreTrainedModel, tokenizer: object, prompts: list[Text], max_new_tokens: int = 128,
+                     temperature: float = 1.0, seed: int = 0) -> list[str]:
+    """One completion per prompt (text, or messages put through the chat template with its generation
+    prompt), each prompt tokenized exactly as training tokenizes it; temperature 0 is greedy."""
+    encoder = CompletionTokenizer(tokenizer, max_length=10**9)
+    new = continue_ids(model, [encoder.prompt_ids(p) for p in prompts], tokenizer.pad_token_id,
+                       tokenizer.eos_token_id, max_new_tokens, do_sample=temperature > 0, seed=seed,
+                       temperature=temperature or 1.0)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
