@@ -188,3 +188,18 @@ def test_decode_cli_with_a_saved_value_model(toy, tmp_path):
     assert len(rows) == 3 and all(isinstance(r["reward"], float) for r in rows)
     bad = runner.invoke(app, ["decode", "--strategy", "best-of-n", "--n-prompts", "1"])
     assert bad.exit_code == 2 and "needs a scorer" in bad.output
+
+
+def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(toy):
+    from prefalign.decoding.sampling import continue_ids, sample
+
+    model, tokenizer = toy
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = [s.text for row in sample(model, tokenizer, ["review the red lamp ."], n=3, seed=5) for s in row]
+    ids = tokenizer("list 2 fruits .")["input_ids"]
+    continued = continue_ids(model, [ids], tokenizer.pad_token_id, tokenizer.eos_token_id, 8, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)  # a training run's stream is not consumed
+    torch.manual_seed(999)  # another global state changes nothing: the seed alone decides
+    assert [s.text for row in sample(model, tokenizer, ["review the red lamp ."], n=3, seed=5) for s in row] == first
+    assert continue_ids(model, [ids], tokenizer.pad_token_id, tokenizer.eos_token_id, 8, seed=5) == continued

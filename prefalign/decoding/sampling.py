@@ -6,6 +6,8 @@ left-padded and completions cut at EOS; decoding strategies pass their logits pr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,16 @@ class Sample:
     prompt_ids: list[int]
     completion_ids: list[int]  # up to and including EOS when the model emitted it
     text: str
+
+
+@contextmanager
+def own_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Draws inside come from their own stream, seeded by `seed`; the caller's RNG (the CPU's, and the
+    model's GPU's) is left as it was, so sampling neither consumes nor depends on a training run's RNG."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def left_pad_ids(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,11 +73,11 @@ def generate(model: PreTrainedModel, tokenizer: object, prompts: list[str], max_
     encoded, ids, attn = left_pad(tokenizer, prompts)
     for p in logits_processor or []:
         getattr(p, "reset", lambda: None)()
-    torch.manual_seed(seed)
     options = dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p) if do_sample else dict(do_sample=False)
-    gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         logits_processor=logits_processor, use_cache=use_cache, **options, **generate_kwargs)
+    with own_rng(seed, device):
+        gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             logits_processor=logits_processor, use_cache=use_cache, **options, **generate_kwargs)
     model.train(was_training)
     width = ids.shape[1]
     return [completion(tokenizer, p, encoded[i], gen[i, width:].tolist()) for i, p in enumerate(prompts)]
@@ -91,11 +103,12 @@ def continue_ids(model: PreTrainedModel, rows: list[list[int]], pad_id: int, eos
     extend partial completions block by block."""
     ids, attn = left_pad_ids(rows, pad_id)
     width = ids.shape[1]
-    torch.manual_seed(seed)
     options = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
     device = next(model.parameters()).device
-    gen = model.eval().generate(input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
-                                pad_token_id=pad_id, eos_token_id=[eos_id, *stop_ids], **options)[:, width:].tolist()
+    with own_rng(seed, device):
+        gen = model.eval().generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                    max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                    eos_token_id=[eos_id, *stop_ids], **options)[:, width:].tolist()
     out = []
     for new in gen:
         ends = [j for j, t in enumerate(new) if t == eos_id or t in stop_ids]
