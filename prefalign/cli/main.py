@@ -1,169 +1,43 @@
-"""`prefalign`: the command line. Expected failures (bad config, bad data, divergence) print one clear
-message and exit with status 2, never a traceback."""
+"""`prefalign`: the command line. Training, data, reward-model, evaluation, decoding, config and toy commands;
+the commands that use a trained model or run (generate, chat, report, push) are in cli/models.py, and what
+all commands share (apps, consoles, options, error handling) in cli/app.py."""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from prefalign.config.loading import ConfigError, load_config
+from prefalign.cli.app import (
+    ConfigOpt,
+    ListsLosses,
+    OverridesArg,
+    OverwriteOpt,
+    PickleOpt,
+    ResumeOpt,
+    TrustCodeOpt,
+    app,
+    config_app,
+    console,
+    data_app,
+    eval_app,
+    eval_prompts,
+    friendly_errors,
+    judges_app,
+    print_done,
+    rm_app,
+    toy_app,
+)
+from prefalign.config.loading import load_config
 
-if TYPE_CHECKING:  # the recipes import torch; the CLI loads them only inside the commands
+if TYPE_CHECKING:
     from prefalign.data.readers import RawRecord
     from prefalign.evaluation.judge_validation import CandidateReport, JudgeValidator, Selection
-    from prefalign.online.recipe import OnlineRun
-    from prefalign.training.preference import PreferenceRun
 
-# rich_markup_mode=None: help text is shown as written; formulas and "{section: [subsets]}" are not markup.
-app = typer.Typer(help="Align language models with preferences, end to end.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
-data_app = typer.Typer(help="Read, validate and inspect preference data.", no_args_is_help=True)
-toy_app = typer.Typer(help="The bundled toy task: base model and preference data.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect configurations.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate policies and annotations: win rates, length-controlled win rates.",
-                       no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(toy_app, name="toy")
-app.add_typer(config_app, name="config")
-app.add_typer(eval_app, name="eval")
-rm_app = typer.Typer(help="Reward models: train, score pairs, evaluate (also a DPO policy's implicit reward).",
-                     no_args_is_help=True)
-app.add_typer(rm_app, name="rm")
-judges_app = typer.Typer(help="Validate automatic judges against human grades (EvalGen).", no_args_is_help=True)
-app.add_typer(judges_app, name="judges")
-# soft_wrap: a line longer than the terminal (or than 80 columns in a log file) is never cut into pieces.
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
-OverridesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="Overrides as key.path=value, e.g. trainer.lr=1e-6 loss.0.beta=0.2 model.name_or_path=gpt2",
-    show_default=False)]
-TrustCodeOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="run the Python a model folder or hub repo ships (auto_map); only for sources you "
-    "trust. A run folder's own config never turns this on")]
-PickleOpt = Annotated[bool, typer.Option(
-    "--allow-pickle", help="load pickle weights (pytorch_model.bin) where a folder has no safetensors; unpickling "
-    "can run code, so only for folders you trust")]
-ResumeOpt = Annotated[bool, typer.Option(help="continue from the newest checkpoint in trainer.output_dir")]
-OverwriteOpt = Annotated[bool, typer.Option(help="replace the run already in trainer.output_dir (its checkpoints, "
-                                                 "metrics and model)")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; keys map to the schema "
-                                                   "(see `prefalign config show`)")]
-
-
-def _quiet_libraries() -> None:
-    """No download bars or advisory logs from transformers; through its environment variables, so that a
-    command that never loads a model never imports it (and pays its seconds of start-up)."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if "transformers" in sys.modules:  # already imported (by an earlier command in this process)
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-
-
-SHOW_TRACEBACKS = {"on": False}
-
-
-def user_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """What bad input raises: each becomes one line and exit code 2 (`prefalign --debug` shows the traceback)."""
-    import csv
-
-    import jinja2
-    import yaml
-
-    from prefalign.data.errors import DataError
-    from prefalign.extras import MissingExtraError
-    from prefalign.training.errors import TrainingDiverged
-
-    ours = (ConfigError, DataError, TrainingDiverged, MissingExtraError, OSError, ValueError, RecursionError)
-    return ours, (yaml.YAMLError, csv.Error, jinja2.TemplateError)  # the second: library messages, named by type
-
-
-def friendly_errors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        ours, libraries = user_errors()
-        try:
-            _quiet_libraries()
-            return fn(*args, **kwargs)
-        except ours + libraries as exc:
-            if SHOW_TRACEBACKS["on"]:
-                raise
-            from rich.markup import escape
-
-            text = f"{type(exc).__name__}: {exc}" if isinstance(exc, libraries) else _one_line(exc)
-            if isinstance(exc, RecursionError):
-                text = "input nested too deeply to read (RecursionError)"
-            err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _one_line(exc: BaseException) -> str:
-    """Our errors as they are; a pydantic ValidationError (an option checked against a schema) without its
-    URL and type tags."""
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                     for e in exc.errors())
-
-
-def _print_version(asked: bool) -> None:
-    if asked:
-        from importlib.metadata import version
-
-        console.print(f"prefalign {version('prefalign')}", markup=False, highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error")] = False,
-         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="print the version and exit")] = False) -> None:
-    """Align language models with preferences, end to end."""
-    SHOW_TRACEBACKS["on"] = debug  # set on every invocation, so one --debug call does not leak into the next
-
-
-class ListsLosses(typer.core.TyperCommand):
-    """A command whose --help ends with every registered loss; the registry (and torch) is imported only
-    when the help is shown."""
-
-    def format_help(self, ctx: object, formatter: object) -> None:
-        from prefalign.losses.registry import LOSSES, ensure_registered
-
-        ensure_registered()
-        written = self.help
-        self.help = f"{written}\n\nLosses ({len(LOSSES)}; `prefalign losses` shows their parameters): " + \
-            ", ".join(sorted(LOSSES))
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self.help = written
-
-
-def print_done(run: PreferenceRun | OnlineRun) -> None:
-    """One line on the main process: steps, time and where the outputs went."""
-    if not run.main:
-        return
-    loop = run.loop
-    skipped = (f"; {loop.skipped_steps} of {loop.steps} steps skipped (a non-finite loss, gradient or update: "
-               "see metrics.jsonl)" if loop.skipped_steps else "")
-    console.print(f"done: {loop.steps} steps in {loop.seconds:.0f}s{skipped}; "
-                  + ", ".join(f"{k} -> {v}" for k, v in run.outputs.items()))
-
+__all__ = ["app", "chat", "generate", "push", "report"]  # importing cli.models registers its commands on `app`
 
 @app.command(cls=ListsLosses)
 @friendly_errors
@@ -209,93 +83,6 @@ def init(method: Annotated[Optional[str], typer.Argument(help="a shipped example
     write_text_atomic(target, examples[name].read_text())
     console.print(f"wrote {target}; run it with: prefalign {example_command(examples[name])} -c {target}",
                   markup=False, highlight=False)
-
-
-@app.command()
-@friendly_errors
-def generate(model: Annotated[str, typer.Argument(help="a model folder, hub id, toy, a run folder or one of its checkpoints")],
-             prompt: Annotated[Optional[list[str]], typer.Option(help="a prompt (repeatable)")] = None,
-             prompts: Annotated[Optional[str], typer.Option(help="or a file with a prompt field (or toy)")] = None,
-             n: Annotated[int, typer.Option("--n", "-n", help="samples per prompt")] = 1, max_new_tokens: int = 128,
-             temperature: Annotated[float, typer.Option(help="0: greedy")] = 1.0, seed: int = 0,
-             chat: Annotated[bool, typer.Option(help="wrap each prompt as a user message in the tokenizer's chat template, "
-                                                     "as conversational data trains; default: plain text, as the "
-                                                     "standard format trains")] = False,
-             out: Annotated[Optional[Path], typer.Option(help="also write {prompt, completion} JSONL here")] = None,
-             trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
-    """Sample completions from any model, run or checkpoint, each prompt tokenized as training tokenizes it
-    (with --chat: the chat template and its generation prompt)."""
-    from prefalign.atomic_files import write_text_atomic
-    from prefalign.decoding.sampling import complete_prompts
-    from prefalign.models.loading import inference_tokenizer, load_for_inference
-
-    texts = list(prompt or []) + (_eval_prompts(prompts, 10**9, seed) if prompts else [])
-    if not texts:
-        raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
-    tokenizer = inference_tokenizer(model, trust_remote_code)
-    policy = load_for_inference(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    asked = [[{"role": "user", "content": t}] if chat else t for t in texts for _ in range(n)]
-    completions = complete_prompts(policy, tokenizer, asked, max_new_tokens, temperature, seed)
-    results = [{"prompt": texts[i // n], "completion": c} for i, c in enumerate(completions)]
-    for r in results:
-        console.print(f"-- {r['prompt']}\n{r['completion']}", markup=False, highlight=False)
-    if out:
-        write_text_atomic(out, "".join(json.dumps(r) + "\n" for r in results))
-        console.print(f"wrote {out}", markup=False, highlight=False)
-
-
-@app.command()
-@friendly_errors
-def chat(model: Annotated[str, typer.Argument(help="a model folder, hub id, toy, a run folder or one of its checkpoints")],
-         max_new_tokens: int = 256, temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.7, seed: int = 0,
-         system: Annotated[Optional[str], typer.Option(help="a system message opening the conversation")] = None,
-         trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
-    """Talk to a model through its chat template, one turn per line of input; an empty line or end of input
-    ends the conversation."""
-    from prefalign.decoding.sampling import complete_prompts
-    from prefalign.models.loading import inference_tokenizer, load_for_inference
-
-    tokenizer = inference_tokenizer(model, trust_remote_code)
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError(f"{model}: its tokenizer has no chat template; use `prefalign generate` for plain prompts")
-    policy = load_for_inference(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    messages = [{"role": "system", "content": system}] if system else []
-    for turn in iter(lambda: sys.stdin.readline(), ""):
-        if not turn.strip():
-            break
-        messages.append({"role": "user", "content": turn.strip()})
-        (reply,) = complete_prompts(policy, tokenizer, [messages], max_new_tokens, temperature, seed + len(messages))
-        messages.append({"role": "assistant", "content": reply.strip()})
-        console.print(f"assistant: {reply.strip()}", markup=False, highlight=False)
-
-
-@app.command()
-@friendly_errors
-def push(run: Annotated[Path, typer.Argument(help="a finished run folder")],
-         repo_id: Annotated[str, typer.Argument(help="the hub repo, e.g. me/my-dpo-model")],
-         what: Annotated[Optional[str], typer.Option(help="model, adapter or reward_model (default: the adapter if "
-                                                          "there is one, else what the run holds)")] = None,
-         private: bool = False,
-         dry_run: Annotated[bool, typer.Option(help="write the model card and list the files; upload nothing")] = False) -> None:
-    """Publish a run's model, adapter or reward model on the Hugging Face Hub, with a generated model card
-    (base model, losses, data, settings, evaluation). Log in first: `hf auth login` or HF_TOKEN."""
-    from prefalign.training.hub import prepare_upload
-    from prefalign.training.hub import push as upload
-
-    prepared = prepare_upload(run, repo_id, what)
-    console.print(f"{prepared.kind} from {prepared.folder} -> {repo_id}: {', '.join(prepared.files)}", markup=False,
-                  highlight=False)
-    if not dry_run:
-        console.print(f"uploaded: {upload(prepared, private=private)}", markup=False, highlight=False)
-
-
-@app.command()
-@friendly_errors
-def report(run: Annotated[Path, typer.Argument(help="a run folder (trainer.output_dir of any recipe)")]) -> None:
-    """Write RUN/report.html: the run's settings, summary, last metrics and training curves."""
-    from prefalign.evaluation.report import run_report
-
-    console.print(f"wrote {run_report(run)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -653,20 +440,6 @@ def _write_judge_report(json_out: Path, reports: list[CandidateReport], selectio
         sections=[("Judge alignment with the human grades", alignment), ("Ranking as grades arrived", ranking)])
 
 
-def _eval_prompts(source: str, n: int, seed: int) -> list[str]:
-    """`toy`: n held-out toy prompts; otherwise a file or dataset with a string `prompt` field."""
-    import random
-
-    from prefalign.data.prompts import read_prompts
-
-    if source == "toy":
-        from prefalign.toy.world import split_prompts
-
-        held_out = split_prompts()[1]
-        return random.Random(seed).sample(held_out, min(n, len(held_out)))
-    return read_prompts(source)[:n]
-
-
 def _policies(specs: list[str]) -> dict[str, str]:
     """NAME=PATH (or PATH, named by its folder); a run's `checkpoints` folder expands to NAME@step-N each."""
     from prefalign.training.checkpoint import list_checkpoints
@@ -718,7 +491,7 @@ def eval_policies(policy: Annotated[list[str], typer.Option(help="NAME=PATH: a m
     tokenizer = inference_tokenizer(baseline, trust_remote_code)
     load = functools.partial(load_for_inference, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     models = {name: load(path) for name, path in paths.items()}
-    ev = evaluate_policies(models, load(baseline), tokenizer, _eval_prompts(prompts, n_prompts, seed),
+    ev = evaluate_policies(models, load(baseline), tokenizer, eval_prompts(prompts, n_prompts, seed),
                            the_judge, batch_reward, load(reference) if reference else None, seed=seed,
                            max_new_tokens=max_new_tokens, temperature=temperature)
     written = write_evaluation(out, ev, f"prefalign eval: {', '.join(paths)} against {baseline}")
@@ -824,7 +597,7 @@ def decode(strategy: Annotated[str, typer.Option(help="sample | best-of-n | reje
                         values=values, baseline=load(baseline) if baseline else None, k=k, weight=weight,
                         block=block, horizon=horizon, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
                         threshold=threshold, greedy=greedy, max_new_tokens=max_new_tokens, seed=seed)
-    chosen = _eval_prompts(prompts, n_prompts, seed)
+    chosen = eval_prompts(prompts, n_prompts, seed)
     start = time.perf_counter()
     decoded = run_strategy(strategy, setup, chosen)
     seconds = time.perf_counter() - start
@@ -886,6 +659,9 @@ def toy_make_pairs(out: Annotated[Path, typer.Option(help="output folder")] = Pa
 
     console.print(f"wrote {write_toy_pairs(out, seed=seed, n_prompts=prompts, n_samples=samples)}")
 
+
+# Registered after the commands above, so that `prefalign --help` lists training first.
+from prefalign.cli.models import chat, generate, push, report  # noqa: E402
 
 if __name__ == "__main__":
     app()
