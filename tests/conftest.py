@@ -69,3 +69,18 @@ PAIRS = [
 @pytest.fixture
 def pairs_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+
+
+def assert_report(page: str, images: int, headings: list[str]) -> None:
+    """An HTML report holds every figure (as embedded images), every section heading, and no raw rich markup,
+    raw metric keys or unrounded floats in its summary table."""
+    import re
+
+    assert page.count("<img") == images, page.count("<img")
+    for heading in headings:
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert not re.search(r"\[/?(bold|red|green|yellow|dim)", page)
+    summary = page.split("<h2>Summary</h2>", 1)[-1].split("<h2>", 1)[0]
+    assert "eval/" not in summary
+    digits = [f.replace(".", "").lstrip("0") for f in re.findall(r"\d+\.\d+", summary)]
+    assert all(len(d) <= 5 for d in digits), digits  # rounded to 4 significant figures

@@ -15,7 +15,7 @@ from prefalign.evaluation.judge_validation import (
     regex_candidate,
     select_assertions,
 )
-from tests.conftest import write_jsonl
+from tests.conftest import assert_report, write_jsonl
 
 
 def test_coverage_false_failures_alignment_and_kappa_by_hand():
@@ -83,6 +83,7 @@ def test_cli_reads_outputs_grades_and_candidates(tmp_path):
     assert figures["selection"]["names"] == ["gold"] and len(figures["history"]) == 2
     report = (tmp_path / "j.html").read_text()
     assert "Judge alignment with the human grades" in report and "<td>awful</td>" in report
+    assert_report(report, 0, ["Judge alignment with the human grades", "Ranking as grades arrived"])
     cands.write_text("- {name: odd, nonsense: 1}\n")
     bad = CliRunner().invoke(app, ["judges", "validate", str(outputs), str(grades), str(cands)])
     assert bad.exit_code == 2 and "entry 0 ('odd')" in bad.output

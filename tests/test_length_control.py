@@ -12,6 +12,7 @@ from prefalign.evaluation.length_control import (
     length_controlled_win_rates,
     read_annotations,
 )
+from tests.conftest import assert_report
 
 
 def synthetic(n=2000, theta=0.4, phi=-1.2, psi=0.8, shift=300, seed=0, model="m", with_difficulty=True,
@@ -132,6 +133,7 @@ def test_cli_prints_and_writes_per_generator_figures(tmp_path):
     figures = json.loads((tmp_path / "lc.json").read_text())["m"]
     assert figures["n"] == 300 and set(figures) >= {"win_rate", "lc_win_rate", "lc_standard_error"}
     assert "<td>m</td>" in (tmp_path / "lc.html").read_text()
+    assert_report((tmp_path / "lc.html").read_text(), 0, ["Win rates (%)"])
     bad = CliRunner().invoke(app, ["eval", "lc-winrate", str(tmp_path / "missing.json")])
     assert bad.exit_code == 2
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from prefalign.cli.main import app
 from prefalign.evaluation.pairwise_judges import LMJudge, RewardJudge
 from prefalign.training.preference import train_preference
+from tests.conftest import assert_report
 from tests.test_training import make_config
 
 runner = CliRunner()
@@ -85,7 +86,7 @@ def test_checkpoints_are_policies_and_the_last_equals_the_final_model(tiny_model
     assert last["kl"] == pytest.approx(final["kl"], abs=1e-4) and final["kl"] > 0
     assert figures["dpo@step-00000003"]["kl"] != pytest.approx(final["kl"])
     html = (out / "report.html").read_text()
-    assert "Reward/KL frontier" in html and html.count("<img") == 3
+    assert_report(html, 3, ["Reward distributions", "Length vs reward", "Reward/KL frontier", "Example completions"])
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 * 8 and all("reward" in s for s in samples)
 

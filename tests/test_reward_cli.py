@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from prefalign.cli.main import app
 from prefalign.toy.reward_data import toy_reward_rows
-from tests.conftest import write_jsonl
+from tests.conftest import assert_report, write_jsonl
 
 runner = CliRunner()
 
@@ -51,7 +51,7 @@ def test_a_pretrained_minilm_encoder_learns_the_toy_preferences(data, tmp_path):
     assert set(figures["subsets"]) == {"review", "list", "arithmetic"}
     assert set(figures["sections"]) == {"words", "numbers", "overall"}
     report = (tmp_path / "eval.html").read_text()
-    assert "Calibration" in report and report.count("<img") == 2
+    assert_report(report, 2, ["Margin r_w - r_l per pair", "Calibration"])
 
     result = runner.invoke(app, ["rm", "score", str(out / "reward_model"), str(held), "--out", str(tmp_path / "s.jsonl"),
                                  "--max-length", "96"])
