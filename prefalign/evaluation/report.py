@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import yaml
 
 from prefalign.atomic_files import write_text_atomic
 from prefalign.evaluation.plots import embed
@@ -106,12 +105,13 @@ def run_report(run_dir: Path) -> Path:
     """`run_dir/report.html` from what any run folder holds: its config (model, losses, steps), summary.json
     where the recipe wrote one, the last logged metrics, and the training curves of metrics.jsonl."""
     from prefalign.training.metrics import read_metrics
+    from prefalign.training.run_folder import run_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.jsonl").exists():
         raise FileNotFoundError(f"{run_dir} holds no metrics.jsonl: not a run folder, or a run that never stepped")
     metrics = read_metrics(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = run_config(run_dir)
     summary: dict = {"model": config.get("model", {}).get("name_or_path"), "steps": metrics[-1]["step"] if metrics else 0}
     if config.get("loss"):
         summary["loss"] = ", ".join(str(t.get("name")) for t in config["loss"])

@@ -19,15 +19,10 @@ from prefalign.atomic_files import write_text_atomic
 from prefalign.config.loading import load_config
 from prefalign.config.schema import RewardTrainConfig
 from prefalign.rewards.train import train_reward_model
+from prefalign.toy.preference_data import write_jsonl
 from prefalign.toy.reward_data import toy_reward_rows
 
 N_TRAIN, N_HELD = 600, 200
-
-
-def write_rows(path: Path, rows: list[dict]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def run_one(root: Path, train: str, held: str, segment_ids: bool, seed: int, steps: int) -> dict:
@@ -88,8 +83,8 @@ def main() -> None:
         write_text_atomic(args.doc, render(done["results"], done["steps"], N_TRAIN, N_HELD))
         return
     train_rows, held_rows = toy_reward_rows(N_TRAIN, seed=0), toy_reward_rows(N_HELD, seed=1, held_out=True)
-    train = write_rows(args.root / "train.jsonl", train_rows)
-    held = write_rows(args.root / "held.jsonl", held_rows)
+    train = str(write_jsonl(args.root / "train.jsonl", train_rows))
+    held = str(write_jsonl(args.root / "held.jsonl", held_rows))
     console = Console()
     results = []
     for seed in range(args.seeds):

@@ -85,13 +85,20 @@ def load_policy(cfg: ModelConfig) -> PreTrainedModel:
     return add_ia3(model, cfg.ia3) if cfg.ia3 else model
 
 
+def checkpoint_model_config(checkpoint: Path) -> ModelConfig:
+    """The model settings of the run a checkpoint (`RUN/checkpoints/step-N`) belongs to, from its config.yaml."""
+    run_config = Path(checkpoint).parent.parent / "config.yaml"
+    if not run_config.exists():
+        raise FileNotFoundError(f"{checkpoint}: a checkpoint needs its run's config at {run_config}")
+    return ModelConfig.model_validate((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
+
+
 def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
     """The tokenizer of a model folder, hub id, `toy`, run folder (its `model/`) or checkpoint (its run's)."""
     folder = Path(resolve_path(path))
     if (folder / "trainable.safetensors").exists():  # a checkpoint: its run's model, or the model it started from
         run = folder.parent.parent
-        saved = (yaml.safe_load((run / "config.yaml").read_text()) or {}) if (run / "config.yaml").exists() else {}
-        folder = run if (run / "model").is_dir() else Path(resolve_path(saved.get("model", {}).get("name_or_path", path)))
+        folder = run if (run / "model").is_dir() else Path(resolve_path(checkpoint_model_config(folder).name_or_path))
     folder = folder / "model" if (folder / "model").is_dir() else folder
     return load_pretrained_files(AutoTokenizer, str(folder), trust_remote_code=trust_remote_code)
 
@@ -107,11 +114,7 @@ def load_for_inference(path: str, trust_remote_code: bool = False, allow_pickle:
     if not (folder / "trainable.safetensors").exists():
         return load_pretrained_model(AutoModelForCausalLM, resolve_path(str(folder) if folder.exists() else path),
                                      trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    run_config = folder.parent.parent / "config.yaml"
-    if not run_config.exists():
-        raise FileNotFoundError(f"{folder}: a checkpoint needs its run's config at {run_config}")
-    saved_model = ModelConfig.model_validate((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
-    model = load_policy(saved_model.model_copy(update={"trust_remote_code": trust_remote_code,
+    model = load_policy(checkpoint_model_config(folder).model_copy(update={"trust_remote_code": trust_remote_code,
                                                        "allow_pickle": allow_pickle}))
     params = dict(model.named_parameters())
     saved = load_file(folder / "trainable.safetensors")

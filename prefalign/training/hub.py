@@ -10,6 +10,8 @@ from pathlib import Path
 import yaml
 
 from prefalign.atomic_files import write_text_atomic
+from prefalign.training.metrics import read_metrics
+from prefalign.training.run_folder import run_config
 
 LOADERS = {"model": "from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM.from_pretrained({repo!r})",
            "adapter": "from peft import AutoPeftModelForCausalLM\n\nmodel = AutoPeftModelForCausalLM.from_pretrained({repo!r})",
@@ -38,7 +40,7 @@ def _what(run_dir: Path, kind: str | None) -> str:
 
 def model_card(run_dir: Path, repo_id: str, kind: str) -> str:
     """README.md: YAML metadata the hub reads (library, base model, tags), then how the model was trained."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = run_config(run_dir)
     base = config.get("model", {}).get("name_or_path", "unknown")
     losses = [t.get("name") for t in config.get("loss", [])] or (["bradley-terry"] if kind == "reward_model" else [])
     meta = {"library_name": "peft" if kind == "adapter" else "transformers", "base_model": base,
@@ -63,8 +65,7 @@ def _evaluation(run_dir: Path) -> dict:
         return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
     if not (run_dir / "metrics.jsonl").exists():
         return {}
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    evaluated = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    evaluated = [r for r in read_metrics(run_dir) if any(k.startswith("eval/") for k in r)]
     return {k: v for k, v in evaluated[-1].items() if k.startswith("eval/")} if evaluated else {}
 
 

@@ -210,8 +210,9 @@ def report_machine(threads: int | None, processes: Processes, console: Console |
         return
     console.print(f"processes: {processes.world} ({processes.strategy}) on {processes.device.type}; {machine.line()}",
                   markup=False, highlight=False)
-    if machine.warning():
-        console.print(machine.warning(), style="yellow", markup=False, highlight=False)
+    warning = machine.warning()
+    if warning:
+        console.print(warning, style="yellow", markup=False, highlight=False)
 
 
 def report_resume(resume: bool, changed: list[str], console: Console | None) -> None:

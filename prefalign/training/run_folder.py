@@ -96,15 +96,20 @@ def prepare_run_folder(run_dir: Path, resolved: dict, resume: bool, overwrite: b
                                                               default=str))
 
 
+def run_config(run_dir: Path) -> dict:
+    """The resolved config a run wrote into its folder (config.yaml), or {} where there is none."""
+    import yaml
+
+    written = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(written.read_text()) or {}) if written.exists() else {}
+
+
 def changed_on_resume(run_dir: Path, resolved: dict) -> list[str]:
     """The settings a resumed run changes (those it may: MAY_CHANGE_ON_RESUME), as `key: old -> new`, read
     against the config.yaml the run wrote when it started."""
-    import yaml
-
-    written = run_dir / "config.yaml"
-    if not written.exists():
+    if not (run_dir / "config.yaml").exists():
         return []
-    before, now = flatten(yaml.safe_load(written.read_text()) or {}), flatten(resolved)
+    before, now = flatten(run_config(run_dir)), flatten(resolved)
     return [f"{k}: {before.get(k, '<unset>')!r} -> {now[k]!r}" for k in sorted(now)
             if may_change_on_resume(k) and k != "distributed.world_size" and before.get(k) != now[k]]
 
