@@ -70,7 +70,7 @@ def test_hinge(logps):
 
 def test_sft(logps):
     assert run("sft", logps) == pytest.approx(1.0 / 2)
-    assert run("sft", logps, length_normalize=False) == pytest.approx(1.0)
+    assert run("sft", logps, nll_normalize="sum") == pytest.approx(1.0)
 
 
 def test_weighted_sum_of_terms(logps):

@@ -116,8 +116,8 @@ def collate_lists(lists: list, index: list[int], pad_id: int, packed: bool = Fal
 
 @dataclass
 class UnpairedBatch:
-    """B labelled completions, then B mismatched rows (prompt_i with another example's completion) from
-    which KTO estimates the KL baseline z0."""
+    """B labelled completions, then (for losses that need `kl_baseline`) B mismatched rows (prompt_i with
+    another example's completion) from which KTO estimates the KL baseline z0."""
 
     tokens: TokenBatch | PackedBatch
     labels: torch.Tensor
@@ -150,20 +150,26 @@ def mismatch_partners(sizes: list[int], seed: int) -> list[int]:
 
 def collate_unpaired(items: list, index: list[int], pad_id: int, packed: bool = False,
                      capacity: int | None = None, pool: Sequence | None = None,
-                     partners: Sequence[int] | None = None) -> UnpairedBatch:
-    """With `pool` (all examples) and `partners` (mismatch_partners over it), example `index[i]` is paired
-    with the completion of `pool[partners[index[i]]]`; without them, with the next item of the batch."""
+                     partners: Sequence[int] | None = None, mismatched: bool = True) -> UnpairedBatch:
+    """With `mismatched` (for KTO's KL estimate), B more rows follow the labelled ones: with `pool` (all
+    examples) and `partners` (mismatch_partners over it), example `index[i]` is paired with the completion
+    of `pool[partners[index[i]]]`; without them, with the next item of the batch."""
     n = len(items)
-    if pool is not None and partners is not None:
-        mismatched = [pool[partners[i]].completion_ids for i in index]
+    if not mismatched:
+        others: list = [[] for _ in items]
+    elif pool is not None and partners is not None:
+        others = [[pool[partners[i]].completion_ids] for i in index]
     else:
-        mismatched = [items[(i + 1) % n].completion_ids for i in range(n)]
+        others = [[items[(i + 1) % n].completion_ids] for i in range(n)]
+    rows = n * (1 + mismatched)
     if packed:  # the labelled completion and the mismatched one share their prompt
-        groups = [Group(e.prompt_ids, [e.completion_ids, mismatched[i]], [i, n + i]) for i, e in enumerate(items)]
-        tokens = pack_groups(groups, 2 * n, pad_id, capacity)
+        groups = [Group(e.prompt_ids, [e.completion_ids, *others[i]], [i, n + i][:1 + mismatched])
+                  for i, e in enumerate(items)]
+        tokens = pack_groups(groups, rows, pad_id, capacity)
     else:
-        rows = [(e.prompt_ids, e.completion_ids) for e in items] + [(e.prompt_ids, m) for e, m in zip(items, mismatched)]
-        tokens = pad_sequences(rows, pad_id)
+        pairs = [(e.prompt_ids, e.completion_ids) for e in items]
+        pairs += [(e.prompt_ids, m) for e, other in zip(items, others) for m in other]
+        tokens = pad_sequences(pairs, pad_id)
     return UnpairedBatch(tokens, torch.tensor([e.label for e in items]), torch.tensor(index, dtype=torch.long))
 
 

@@ -17,14 +17,19 @@ class DPOParams(LossParams):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
 
 
+def smoothed_logistic(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """-(1-e) log s(z) - e log s(-z): the logistic loss on a preference logit z when labels are flipped
+    with probability e (Mitchell 2023); e = 0 is the plain -log s(z)."""
+    return -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+
+
 @register_loss("dpo", DPOParams)
 def dpo(logps: PairLogps, beta: float, label_smoothing: float) -> torch.Tensor:
     """DPO, Rafailov et al. 2023, "Direct Preference Optimization": -log s(b h).
 
     With label_smoothing e > 0 this is conservative DPO (cDPO, Mitchell 2023), which assumes labels are
     flipped with probability e: -(1-e) log s(b h) - e log s(-b h)."""
-    h = logps.margin()
-    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    return smoothed_logistic(beta * logps.margin(), label_smoothing)
 
 
 class RobustDPOParams(LossParams):

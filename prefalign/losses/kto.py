@@ -15,7 +15,7 @@ class KTOParams(LossParams):
     undesirable_weight: float = Field(1.0, gt=0)
 
 
-@register_loss("kto", KTOParams, kind="unpaired", couples_batch=True)
+@register_loss("kto", KTOParams, needs=("reference", "kl_baseline"), kind="unpaired", couples_batch=True)
 def kto(logps: UnpairedLogps, beta: float, desirable_weight: float, undesirable_weight: float) -> tuple[torch.Tensor, dict]:
     """Each completion alone, labelled desirable or not. The reference point z0 = max(0, KL estimate) comes
     from the batch's mismatched completions (prompt_i with completion_{i+1}), without gradient, as in the paper:
@@ -29,3 +29,25 @@ def kto(logps: UnpairedLogps, beta: float, desirable_weight: float, undesirable_
     rewards = (beta * d).detach()
     return torch.where(logps.labels, desirable, undesirable), {
         "kto/kl": z0, "rewards/desirable": rewards[logps.labels], "rewards/undesirable": rewards[~logps.labels]}
+
+
+class APOZeroUnpairedParams(LossParams):
+    beta: float = Field(0.1, gt=0)
+    desirable_weight: float = Field(1.0, gt=0)
+    undesirable_weight: float = Field(1.0, gt=0)
+
+
+@register_loss("apo_zero_unpaired", APOZeroUnpairedParams, kind="unpaired")
+def apo_zero_unpaired(logps: UnpairedLogps, beta: float, desirable_weight: float,
+                      undesirable_weight: float) -> tuple[torch.Tensor, dict]:
+    """APO-zero on labelled completions (D'Oosterlinck et al. 2024, "Anchored Preference Optimization and
+    Contrastive Revisions", eq. 7 without the pairing; TRL's KTO `apo_zero_unpaired`), with d = log pi/pi_ref:
+    desirable:   l_D (1 - s(b d))     raises the likelihood of every desirable completion;
+    undesirable: l_U s(b d)           lowers that of every undesirable one.
+    Each completion is anchored to the reference on its own: no KL baseline, so no mismatched rows and no
+    coupling of the batch. For data whose desirable answers are better than the model's own."""
+    d = logps.log_ratios()
+    loss = torch.where(logps.labels, desirable_weight * (1 - torch.sigmoid(beta * d)),
+                       undesirable_weight * torch.sigmoid(beta * d))
+    rewards = (beta * d).detach()
+    return loss, {"rewards/desirable": rewards[logps.labels], "rewards/undesirable": rewards[~logps.labels]}

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from prefalign.losses.inputs import ListLogps
 from prefalign.losses.registry import LossParams, register_loss
+from prefalign.losses.sft import NLL_NORMALIZE_HELP, NLLNormalize, couples_when_token_mean, nll
 
 _NEG = -1e9  # a finite "minus infinity", so that padded slots give zero (not NaN) gradients
 
@@ -44,25 +45,27 @@ def listwise_dpo(logps: ListLogps, beta: float) -> tuple[torch.Tensor, dict]:
 class PROParams(LossParams):
     sft_weight: float = Field(0.05, ge=0)
     temperature: float = Field(1.0, gt=0)
+    nll_normalize: NLLNormalize = Field("sequence", description=NLL_NORMALIZE_HELP)
 
 
-@register_loss("pro", PROParams, needs=(), kind="ranking")
-def pro(logps: ListLogps, sft_weight: float, temperature: float) -> tuple[torch.Tensor, dict]:
+@register_loss("pro", PROParams, needs=(), kind="ranking", couples_batch=couples_when_token_mean)
+def pro(logps: ListLogps, sft_weight: float, temperature: float, nll_normalize: str) -> tuple[torch.Tensor, dict]:
     """PRO, Song et al. 2023, "Preference Ranking Optimization for Human Alignment": Plackett-Luce over the
     length-normalised log-probs (1/|y|) log pi(y|x) / T, reference-free, plus an SFT term on the best
     response: -sum_i log [exp(s_i) / sum_{j>=i} exp(s_j)] + w NLL(y_1)/|y_1|."""
     avg = logps.averages()
-    nll = -avg[:, 0]
-    return plackett_luce_nll(avg / temperature, logps.valid) + sft_weight * nll, {
-        "ranking/accuracy": _ordered_accuracy(avg.detach(), logps.valid), "pro/nll": nll.detach()}
+    best_nll = nll(logps.logps[:, 0], logps.n_tokens[:, 0], nll_normalize)
+    return plackett_luce_nll(avg / temperature, logps.valid) + sft_weight * best_nll, {
+        "ranking/accuracy": _ordered_accuracy(avg.detach(), logps.valid), "pro/nll": best_nll.detach()}
 
 
 class RRHFParams(LossParams):
     sft_weight: float = Field(1.0, ge=0)
+    nll_normalize: NLLNormalize = Field("sequence", description=NLL_NORMALIZE_HELP)
 
 
-@register_loss("rrhf", RRHFParams, needs=(), kind="ranking")
-def rrhf(logps: ListLogps, sft_weight: float) -> tuple[torch.Tensor, dict]:
+@register_loss("rrhf", RRHFParams, needs=(), kind="ranking", couples_batch=couples_when_token_mean)
+def rrhf(logps: ListLogps, sft_weight: float, nll_normalize: str) -> tuple[torch.Tensor, dict]:
     """RRHF, Yuan et al. 2023, "RRHF: Rank Responses to Align Language Models with Human Feedback": with
     p = (1/|y|) log pi(y|x), a hinge on every mis-ordered pair, sum_{i<j} max(0, p_j - p_i), plus
     w NLL(y_1)/|y_1| on the best response."""
@@ -70,5 +73,5 @@ def rrhf(logps: ListLogps, sft_weight: float) -> tuple[torch.Tensor, dict]:
     better = torch.triu(torch.ones(p.shape[1], p.shape[1], dtype=torch.bool, device=p.device), diagonal=1)
     both = logps.valid.unsqueeze(2) & logps.valid.unsqueeze(1) & better  # [B, i, j]: i ranked above j
     rank = (torch.relu(p.unsqueeze(1) - p.unsqueeze(2)) * both).sum((1, 2))
-    nll = -p[:, 0]
-    return rank + sft_weight * nll, {"ranking/accuracy": _ordered_accuracy(p.detach(), logps.valid)}
+    best_nll = nll(logps.logps[:, 0], logps.n_tokens[:, 0], nll_normalize)
+    return rank + sft_weight * best_nll, {"ranking/accuracy": _ordered_accuracy(p.detach(), logps.valid)}

@@ -8,7 +8,8 @@ evaluating). A loss with trainable parts of its own (SparsePO's learned mask) de
 `(params, policy) -> nn.Module`; the loop trains and checkpoints that module with the policy, and the loss
 takes it as `module`. A loss in which an example's value depends on the other examples of the batch (a
 batch statistic, a sort) declares `couples_batch`: it then sees the whole step at once, whatever the
-micro-batches and processes (training/coupled.py)."""
+micro-batches and processes (training/coupled.py); where that depends on the parameters (an NLL term
+normalised by the step's token count), `couples_batch` is a function of them."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ NEEDS = {
     "token_kl": "per-token KL(pi_ref || pi) along the completion (full vocabulary of both models)",
     "reference_hidden": "the reference's hidden states at every layer",
     "values": "a value head's estimates at every completion position (PPO's critic)",
+    "kl_baseline": "KTO's KL reference point: policy and reference on mismatched (prompt, completion) rows",
 }
 # Needs that are answered by running the reference model on the batch.
 REFERENCE_NEEDS = frozenset({"reference", "reference_token_logps", "token_kl", "reference_hidden"})
@@ -62,7 +64,8 @@ class LossSpec:
     init_state: Callable[[], dict[str, float]] | None = None
     kind: str = "pairwise"
     module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None
-    couples_batch: bool = False  # an example's loss depends on the other examples of the step
+    # an example's loss depends on the other examples of the step (always, or for some parameters)
+    couples_batch: bool | Callable[[LossParams], bool] = False
 
     @property
     def doc(self) -> str:
@@ -80,7 +83,7 @@ def register_loss(name: str, params: type[LossParams] = LossParams, needs: tuple
                   columns: Callable[[LossParams], list[str]] | None = None,
                   state: Callable[[], dict[str, float]] | None = None, kind: str = "pairwise",
                   module: Callable[[LossParams, torch.nn.Module], torch.nn.Module | None] | None = None,
-                  couples_batch: bool = False) -> Callable:
+                  couples_batch: bool | Callable[[LossParams], bool] = False) -> Callable:
     unknown = set(needs) - set(NEEDS)
     if unknown or kind not in KINDS:
         raise ValueError(f"loss {name}: unknown needs {unknown} or kind {kind!r}")
@@ -131,6 +134,11 @@ class BoundLoss:
             if self.module is not None:
                 self.module.to(next(policy.parameters()).device)
         return self.module
+
+    @property
+    def couples_batch(self) -> bool:
+        coupled = self.spec.couples_batch
+        return coupled(self.params) if callable(coupled) else coupled
 
     @property
     def beta(self) -> float | None:

@@ -31,7 +31,7 @@ class LossObjective(Objective):
         self.reference = reference
         self.needs = combined_needs(losses)
         self.beta = next((t.beta for t in losses if t.beta is not None), 1.0)
-        self.couples_batch = any(t.spec.couples_batch for t in losses)
+        self.couples_batch = any(t.couples_batch for t in losses)
         if self.couples_batch and self.needs & TOKEN_LEVEL_NEEDS:
             names = ", ".join(t.spec.name for t in losses)
             raise ValueError(f"loss terms {names}: a loss that couples the batch cannot be combined with token-level "
@@ -148,7 +148,7 @@ class ListObjective(LossObjective):
 
 
 class UnpairedObjective(LossObjective):
-    """Losses on labelled completions (KTO); rows [B, 2B) of a batch are the mismatched KL rows."""
+    """Losses on labelled completions (KTO); rows [B, 2B) of a batch, where present, are the mismatched KL rows."""
 
     def units(self, batch: UnpairedBatch) -> int:
         return batch.num_examples
@@ -157,9 +157,10 @@ class UnpairedObjective(LossObjective):
         b = batch.num_examples
         policy = sequence_logps(model, batch.tokens, chunk=self.logp_chunk)
         ref = self._reference_outputs(batch)
+        kl_rows = policy.sum.shape[0] > b
         return UnpairedLogps(policy.sum[:b], policy.n_tokens[:b], batch.labels.to(policy.sum.device),
-                             None if ref is None else ref.sum[:b], policy.sum[b:].detach(),
-                             None if ref is None else ref.sum[b:])
+                             None if ref is None else ref.sum[:b], policy.sum[b:].detach() if kl_rows else None,
+                             None if ref is None or not kl_rows else ref.sum[b:])
 
     inputs = unpaired_logps
 

@@ -287,7 +287,8 @@ def train_preference(cfg: TrainConfig, resume: bool = False, console: Console | 
     collate = partial(COLLATE[kind], packed=packed, capacity=cfg.engine.pack_tokens)
     if kind == "unpaired":  # KTO's mismatched completions, paired by dataset index (split-independent)
         partners = mismatch_partners([len(data.train), len(data.eval)], cfg.trainer.seed)
-        collate = partial(collate, pool=everything, partners=partners)
+        collate = partial(collate, pool=everything, partners=partners,
+                          mismatched="kl_baseline" in combined_needs(losses))
     with precision_context(cfg.engine, policy):
         reference = build_reference(cfg, policy, losses, lambda: fixed_batches(everything, size, pad, collate=collate),
                                     everything, processes, console)
