@@ -49,6 +49,9 @@ def test_simpo_label_smoothing_and_alphapo_by_hand():
     assert run("simpo", pair(), alpha=0.25).item() == pytest.approx(-math.log(sig(z)), rel=1e-6)
     # the shape tends to the log-prob itself: AlphaPO -> SimPO as alpha -> 0
     assert run("simpo", pair(), alpha=1e-6).item() == pytest.approx(run("simpo", pair()).item(), rel=1e-5)
+    # `alphapo` is SimPO with alpha at the paper's settings (a 0.25, b 2.5, g 0.1)
+    z = 2.5 * (shaped(-0.5, 0.25) - shaped(-0.6, 0.25)) - 0.1
+    assert run("alphapo", pair()).item() == pytest.approx(-math.log(sig(z)), rel=1e-6)
 
 
 def test_cpo_reference_free_family_by_hand():

@@ -57,7 +57,7 @@ ZOO: list[tuple[str, list[dict]]] = [
     ("aot (unpaired)", [{"name": "aot", "paired": False}]),
     ("simpo", [{"name": "simpo"}]),
     ("simpo (label_smoothing 0.1)", [{"name": "simpo", "label_smoothing": 0.1}]),
-    ("alphapo (simpo, alpha 0.25)", [{"name": "simpo", "alpha": 0.25}]),
+    ("alphapo", [{"name": "alphapo"}]),
     ("cpo", [{"name": "cpo"}]),
     ("cpo hinge", [{"name": "cpo", "loss_type": "hinge"}]),
     ("cpo ipo", [{"name": "cpo", "loss_type": "ipo"}]),
@@ -69,6 +69,10 @@ ZOO: list[tuple[str, list[dict]]] = [
     ("margin_weighted_dpo (gold score gap)", [{"name": "margin_weighted_dpo"}]),
     ("wpo", [{"name": "wpo"}]),
     ("dpo + sft 0.2 (RPO)", [{"name": "dpo"}, {"name": "sft", "weight": 0.2}]),
+    ("vpo (pessimistic, alpha 0.1)", [{"name": "vpo"}]),
+    ("sft (chosen answers only)", [{"name": "sft"}]),
+    ("iw_sft (chosen answers only)", [{"name": "iw_sft"}]),
+    ("poft (base as the aligned model)", [{"name": "poft"}]),
     ("listwise_dpo (lists of 2)", [{"name": "listwise_dpo"}]),
     ("pro (lists of 2)", [{"name": "pro"}]),
     ("rrhf (lists of 2)", [{"name": "rrhf"}]),
@@ -84,6 +88,7 @@ ZOO: list[tuple[str, list[dict]]] = [
 ZOO_OTHER_DATA: list[tuple[str, list[dict], str]] = [
     ("dove (joint + same-prompt pairs)", [{"name": "dove"}], "joint"),
     ("tpo (triples, ideal answer as gold)", [{"name": "tpo"}], "triples"),
+    ("dft (triples: ideal answer against the 2 base samples)", [{"name": "dft"}], "triples"),
 ]
 # Schedules run with plain DPO: (label, schedule settings, data variant).
 SCHEDULES: list[tuple[str, dict, str]] = [

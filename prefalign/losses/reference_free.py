@@ -45,6 +45,21 @@ def simpo(logps: PairLogps, beta: float, gamma: float, length_normalize: bool, l
     return smoothed_logistic(beta * margin - gamma, label_smoothing), {"simpo/margin": margin.detach()}
 
 
+class AlphaPOParams(SimPOParams):
+    beta: float = Field(2.5, gt=0)
+    gamma: float = Field(0.1, ge=0)
+    alpha: float = Field(0.25, description=ALPHA_HELP)
+
+
+@register_loss("alphapo", AlphaPOParams, needs=())
+def alphapo(logps: PairLogps, beta: float, gamma: float, length_normalize: bool, label_smoothing: float,
+            alpha: float) -> tuple[torch.Tensor, dict]:
+    """AlphaPO, Gupta et al. 2025: SimPO on the shaped reward r_a = (1 - exp(-a avg)) / a,
+    -log s(b (r_a(y_w) - r_a(y_l)) - g), with the paper's Mistral-Instruct settings (Table 3: a 0.25, b 2.5,
+    g 0.1) as defaults; the same as `simpo` with `alpha` set."""
+    return simpo(logps, beta, gamma, length_normalize, label_smoothing, alpha)
+
+
 class CPOParams(LossParams):
     beta: float = Field(0.1, gt=0)
     alpha: float = Field(1.0, ge=0, description="weight of the NLL term on the chosen answer")
