@@ -1,6 +1,7 @@
 """Every example config ships in the package, names its command, validates against that command's schema,
 and the ones for `train` and `rm train` run a step on a tiny local model; `prefalign init` copies one."""
 
+import json
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -68,3 +69,52 @@ def test_init_lists_writes_and_never_overwrites(tmp_path):
     again = runner.invoke(app, ["init", "kto", "--out", str(target)])
     assert again.exit_code == 2 and "--force" in again.output
     assert runner.invoke(app, ["init", "no-such-method"]).exit_code == 2
+
+
+DECODE = sorted(name for name, path in EXAMPLES.items() if example_command(path) == "decode")
+# Strategies whose example needs a model built first: a value model (made here with `prefalign value train`),
+# a baseline policy (the toy base stands in) or a decoder reward model (only validated).
+NEEDS_VALUE = {"decode/cd-token", "decode/cd-block", "decode/vas"}
+
+
+def test_there_is_a_decode_example_per_strategy():
+    from prefalign.decoding.strategies import STRATEGIES
+
+    assert DECODE == sorted(f"decode/{name}" for name in STRATEGIES)
+    for name in DECODE:
+        assert load_config(EXAMPLES[name], [], schema=schema_for("decode")).strategy == name.split("/")[1]
+
+
+@pytest.fixture(scope="module")
+def value_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("value") / "value"
+    result = CliRunner().invoke(app, ["value", "train", "--out", str(out), "--n-prompts", "2", "--samples", "2",
+                                      "--steps", "2", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert (out / "head.safetensors").exists()
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in DECODE if n != "decode/args"])
+def test_decode_examples_run_on_the_toy_model(name, tmp_path, request):
+    out = tmp_path / "decoded.jsonl"
+    extra = [f"out={out}", "n_prompts=2", "max_new_tokens=4", "k=2", "block=2", "horizon=2"]
+    if name in NEEDS_VALUE:
+        extra.append(f"value=[{request.getfixturevalue('value_folder')}]")
+    if name == "decode/transfer-q":
+        extra.append("baseline=toy")
+    result = CliRunner().invoke(app, ["decode", "-c", str(EXAMPLES[name]), *extra])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(isinstance(r["reward"], float) for r in rows)
+
+
+def test_decode_options_win_over_the_config_and_code_flags_stay_on_the_command_line(tmp_path):
+    out = tmp_path / "decoded.jsonl"
+    args = ["decode", "-c", str(EXAMPLES["decode/sample"]), "max_new_tokens=4", "--n-prompts", "3", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert len(out.read_text().splitlines()) == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: sample\ntrust_remote_code: true\n")
+    result = CliRunner().invoke(app, ["decode", "-c", str(bad)])
+    assert result.exit_code == 2 and "trust_remote_code" in result.output

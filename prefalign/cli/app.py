@@ -37,6 +37,9 @@ rm_app = typer.Typer(help="Reward models: train, score pairs, evaluate (also a D
 app.add_typer(rm_app, name="rm")
 judges_app = typer.Typer(help="Validate automatic judges against human grades (EvalGen).", no_args_is_help=True)
 app.add_typer(judges_app, name="judges")
+value_app = typer.Typer(help="Value models for decoding (Controlled Decoding, VAS): train on a model's rollouts.",
+                        no_args_is_help=True)
+app.add_typer(value_app, name="value")
 # soft_wrap: a line longer than the terminal (or than 80 columns in a log file) is never cut into pieces.
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -30,6 +30,7 @@ from prefalign.cli.app import (
     print_done,
     rm_app,
     toy_app,
+    value_app,
 )
 from prefalign.config.loading import load_config
 
@@ -557,68 +558,98 @@ def eval_lc_winrate(files: Annotated[list[Path], typer.Argument(help="AlpacaEval
 
 @app.command()
 @friendly_errors
-def decode(strategy: Annotated[str, typer.Option(help="sample | best-of-n | rejection | args | cd-token | cd-block | vas "
-                                                      "| transfer-q | cfg | rain | self-consistency | "
-                                                      "adaptive-consistency | soft-consistency | universal-consistency")],
-           model: Annotated[str, typer.Option(help="the frozen policy: model folder, run folder, hub id or toy")] = "toy",
-           prompts: Annotated[str, typer.Option(help="toy (held-out toy prompts) or a file with a prompt field")] = "toy",
-           n_prompts: int = 20,
+def decode(config: ConfigOpt = None, overrides: OverridesArg = None,
+           strategy: Annotated[Optional[str], typer.Option(help="sample | best-of-n | rejection | args | cd-token | "
+                                                           "cd-block | vas | transfer-q | cfg | rain | self-consistency | "
+                                                           "adaptive-consistency | soft-consistency | "
+                                                           "universal-consistency (default sample)")] = None,
+           model: Annotated[Optional[str], typer.Option(help="the frozen policy: model folder, run folder, hub id or "
+                                                        "toy (default toy)")] = None,
+           prompts: Annotated[Optional[str], typer.Option(help="toy (held-out toy prompts, the default) or a file with "
+                                                          "a prompt field")] = None,
+           n_prompts: Annotated[Optional[int], typer.Option(help="default 20")] = None,
            scorer: Annotated[Optional[str], typer.Option(help="text scorer: gold | rm:FOLDER")] = None,
-           reward_model: Annotated[Optional[Path], typer.Option(help="decoder reward model sharing the policy's "
-                                                                     "tokenizer, scored with a KV cache (ARGS)")] = None,
+           reward_model: Annotated[Optional[str], typer.Option(help="decoder reward model sharing the policy's "
+                                                               "tokenizer, scored with a KV cache (ARGS)")] = None,
            value: Annotated[Optional[list[str]], typer.Option(help="FOLDER[=WEIGHT]: a value model (CD, VAS); "
-                                                                  "repeatable, weights add")] = None,
+                                                              "repeatable, weights add")] = None,
            baseline: Annotated[Optional[str], typer.Option(help="Transfer Q*: the baseline model for rollouts")] = None,
-           k: int = 10, weight: float = 1.0, block: int = 8, horizon: int = 16, guidance_scale: float = 1.5,
-           negative_prompt: str = "", threshold: float = 1.0, greedy: bool = False, max_new_tokens: int = 48,
-           seed: int = 0, weights: WeightsOpt = None, trust_remote_code: TrustCodeOpt = False,
+           k: Optional[int] = None, weight: Optional[float] = None, block: Optional[int] = None,
+           horizon: Optional[int] = None, guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None,
+           threshold: Optional[float] = None, greedy: Optional[bool] = None, max_new_tokens: Optional[int] = None,
+           seed: Optional[int] = None, weights: WeightsOpt = None, trust_remote_code: TrustCodeOpt = False,
            allow_pickle: PickleOpt = False,
-           out: Annotated[Path, typer.Option(help="JSONL of prompt, completion, gold/scorer reward")] = Path("runs/decode.jsonl")) -> None:
-    """Steer a frozen model at inference with rewards, values or self-consistency; the weights never change."""
-    import time
+           out: Annotated[Optional[str], typer.Option(help="JSONL of prompt, completion, gold/scorer reward "
+                                                      "(default runs/decode.jsonl)")] = None) -> None:
+    """Steer a frozen model at inference with rewards, values or self-consistency; the weights never change.
+    Settings come from --config (a decode example: `prefalign init decode/best-of-n`), then key=value
+    overrides, then these options; `prefalign config show --command decode` prints them resolved."""
+    flags = dict(locals())  # before any other local: the options exactly as given
+    from prefalign.config.schema import DecodeConfig
+    from prefalign.decoding.run import run_decode
 
-    from prefalign.atomic_files import write_text_atomic
-    from prefalign.decoding.guidance import PrefixScorer
-    from prefalign.decoding.strategies import DecodeSetup
-    from prefalign.decoding.strategies import decode as run_strategy
-    from prefalign.decoding.value_model import load_value_model
+    given = {name: v for name, v in flags.items() if name in DecodeConfig.model_fields and v not in (None, [])}
+    cfg = load_config(config, overrides or [], schema=DecodeConfig, options=given)
+    chosen = eval_prompts(cfg.prompts, cfg.n_prompts, cfg.seed)
+    console.print(run_decode(cfg, chosen, trust_remote_code, allow_pickle), markup=False, highlight=False)
+
+
+@value_app.command("train")
+@friendly_errors
+def value_train(out: Annotated[Path, typer.Option(help="the value model folder to write")] = Path("runs/value"),
+                model: Annotated[str, typer.Option(help="whose rollouts, and the body the value starts from")] = "toy",
+                prompts: Annotated[str, typer.Option(help="toy (training toy prompts) or a file with a prompt "
+                                                     "field")] = "toy",
+                n_prompts: int = 256, samples: Annotated[int, typer.Option(help="rollouts per prompt")] = 4,
+                scorer: Annotated[str, typer.Option(help="what the value predicts: gold | rm:FOLDER")] = "gold",
+                lam: Annotated[float, typer.Option(help="lambda of the lambda-returns: 1 regresses every prefix on "
+                                                   "the final reward (CD-FUDGE), < 1 bootstraps (TD)")] = 1.0,
+                steps: int = 300, max_new_tokens: int = 48, seed: int = 0, weights: WeightsOpt = None) -> None:
+    """Sample the model on prompts, score the rollouts, and fit a prefix value model V(x, y_<t) on them, for
+    `decode --strategy cd-token | cd-block | vas --value FOLDER`."""
+    import random
+
+    import torch
+
+    from prefalign.decoding.value_model import (
+        collect_rollouts,
+        new_value_model,
+        save_value_model,
+        train_value,
+    )
     from prefalign.evaluation.pairwise_judges import parse_reward
-    from prefalign.models.loading import inference_tokenizer, load_for_inference
+    from prefalign.models.loading import inference_tokenizer, load_for_inference, resolve_path
 
-    tok = inference_tokenizer(model, trust_remote_code)
-    load = functools.partial(load_for_inference, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    values = []
-    for spec in value or []:
-        path, _, w = spec.partition("=")
-        values.append((load_value_model(path), float(w) if w else 1.0))
-    text_score = parse_reward(scorer, _weights(weights))[0] if scorer else None
-    setup = DecodeSetup(load(model), tok, score=text_score,
-                        reward_model=PrefixScorer.from_reward_model(str(reward_model), _weights(weights)) if reward_model else None,
-                        values=values, baseline=load(baseline) if baseline else None, k=k, weight=weight,
-                        block=block, horizon=horizon, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-                        threshold=threshold, greedy=greedy, max_new_tokens=max_new_tokens, seed=seed)
-    chosen = eval_prompts(prompts, n_prompts, seed)
-    start = time.perf_counter()
-    decoded = run_strategy(strategy, setup, chosen)
-    seconds = time.perf_counter() - start
-    rewards = text_score(chosen, [s.text for s in decoded.samples]) if text_score else [None] * len(chosen)
-    write_text_atomic(out, "".join(json.dumps({"prompt": s.prompt, "completion": s.text, "reward": r}) + "\n"
-                                   for s, r in zip(decoded.samples, rewards)))
-    mean = f", mean {scorer} reward {sum(rewards) / len(rewards):.3f}" if text_score else ""
-    console.print(f"{strategy}: {len(chosen)} prompts, {decoded.tokens_drawn} tokens drawn in {seconds:.1f}s{mean} -> {out}")
+    tok = inference_tokenizer(model, False)
+    if prompts == "toy":
+        from prefalign.toy.world import split_prompts
+
+        chosen = random.Random(seed).sample(split_prompts()[0], n_prompts)
+    else:
+        chosen = eval_prompts(prompts, n_prompts, seed)
+    rollouts = collect_rollouts(load_for_inference(model), tok, chosen, parse_reward(scorer, _weights(weights))[0],
+                                n=samples, max_new_tokens=max_new_tokens, seed=seed)
+    torch.manual_seed(seed)
+    body = Path(resolve_path(model))
+    value = new_value_model(str(body / "model" if (body / "model").is_dir() else body))
+    losses = train_value(value, rollouts, tok.pad_token_id, lam=lam, steps=steps, seed=seed)
+    save_value_model(value, tok, out)
+    console.print(f"value model: {len(rollouts.samples)} rollouts, loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+                  f"wrote {out}", markup=False)
 
 
 @config_app.command("show")
 @friendly_errors
 def config_show(config: ConfigOpt = None, overrides: OverridesArg = None,
-                command: Annotated[str, typer.Option(help="whose schema: train, online, rl or rm (rm train)")] = "train",
+                command: Annotated[str, typer.Option(help="whose schema: train, online, rl, rm (rm train) or "
+                                                     "decode")] = "train",
                 ) -> None:
     """Print the fully resolved configuration (defaults, then the file, then overrides) as YAML."""
     import yaml
 
     from prefalign.config.examples import schema_for
 
-    names = {"train": "train", "online": "online", "rl": "rl", "rm": "rm train"}
+    names = {"train": "train", "online": "online", "rl": "rl", "rm": "rm train", "decode": "decode"}
     if command not in names:
         raise ValueError(f"--command {command!r}: one of {', '.join(names)}")
     cfg = load_config(config, overrides or [], schema=schema_for(names[command]))

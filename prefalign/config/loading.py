@@ -119,9 +119,9 @@ def _explain(error: ValidationError, origin: str, schema: type[BaseModel] = Trai
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                schema: type[BaseModel] = TrainConfig) -> BaseModel:
-    """Read a YAML config (optional), apply overrides, validate against `schema` (default TrainConfig).
-    Raises ConfigError with readable text."""
+                schema: type[BaseModel] = TrainConfig, options: dict[str, Any] | None = None) -> BaseModel:
+    """Read a YAML config (optional), apply overrides, then `options` (top-level keys a command takes as its
+    own flags), and validate against `schema` (default TrainConfig). Raises ConfigError with readable text."""
     data: dict = {}
     origin = "defaults"
     if path is not None:
@@ -138,6 +138,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         origin += " + command-line overrides"
         # Overrides patch the full tree (defaults under the file) so that `loss.0.beta=...` has a list to index.
         data = _merge(_merge(schema().model_dump(), data), parse_overrides(overrides))
+    if options:
+        origin += " + command-line options"
+        data = {**data, **options}
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

@@ -384,3 +384,30 @@ class OnlineTrainConfig(TrainConfig):
 
     online: OnlineConfig = OnlineConfig()
     trainer: TrainerConfig = TrainerConfig(output_dir="runs/online", max_steps=100, lr=1e-4, batch_size=16)
+
+
+class DecodeConfig(Strict):
+    """`prefalign decode`: a frozen model steered at inference by rewards, values or self-consistency. Every
+    key is also a command-line option (n_prompts is --n-prompts); options given there win over the file.
+    Running a folder's own code (--trust-remote-code) and unpickling (--allow-pickle) are command-line only."""
+
+    strategy: str = Field("sample", description="a registered strategy (prefalign.decoding.strategies)")
+    model: str = Field("toy", description="the frozen policy: model folder, run folder, hub id or toy")
+    prompts: str = Field("toy", description="toy (held-out toy prompts) or a file with a prompt field")
+    n_prompts: int = Field(20, ge=1)
+    scorer: str | None = Field(None, description="text scorer: gold | rm:FOLDER")
+    reward_model: str | None = Field(None, description="decoder reward model sharing the policy's tokenizer (ARGS)")
+    value: list[str] = Field(default_factory=list, description="FOLDER[=WEIGHT] value models (CD, VAS)")
+    baseline: str | None = Field(None, description="Transfer Q*: the baseline model for rollouts")
+    weights: str | None = Field(None, description="comma-separated weight per objective of a reward model")
+    k: int = Field(10, ge=1, description="candidates (ARGS, CD, VAS, TQ*), samples (best-of-N, consistency)")
+    weight: float = Field(1.0, description="ARGS's w, Transfer Q*'s alpha")
+    block: int = Field(8, ge=1)
+    horizon: int = Field(16, ge=1)
+    guidance_scale: float = 1.5
+    negative_prompt: str = ""
+    threshold: float = 1.0
+    greedy: bool = False
+    max_new_tokens: int = Field(48, ge=1)
+    seed: int = 0
+    out: str = Field("runs/decode.jsonl", description="JSONL of prompt, completion, reward")

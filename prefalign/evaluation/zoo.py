@@ -213,8 +213,10 @@ def notes(rows: list[ZooRow]) -> str:
              "- `aot (unpaired)` ignores which responses were paired, so it learns from less information than "
              "`aot (paired)`.",
              "- Ranking rows and KTO see the same pairs, as lists of two and as labelled completions.",
-             "- KTO, beta-DPO, AOT and BCO couple a step's examples, so each step runs one more forward pass "
-             "without gradient first (training/coupled.py); it shows in their seconds.",
+             "- KTO, beta-DPO, AOT, BCO and every NLL term with `nll_normalize: tokens` couple a step's examples, "
+             "so each step runs one more forward pass without gradient first (training/coupled.py); it shows in "
+             "their seconds.",
+             "- One seed, one sample per held-out prompt: small differences between rows are within sampling noise.",
              "- `dove` trains on the same pairs written as joint records plus cross-prompt pairs (one prompt's chosen "
              "answer against another prompt's rejected one, kept where the gold reward agrees); `tpo` on the same "
              "pairs with the world's ideal answer added as gold. Their held-out pairs are those of the other rows, so "
@@ -228,8 +230,39 @@ def notes(rows: list[ZooRow]) -> str:
              f"{r[CURRY].gold_reward:.3f} gold reward against DPO's {r['dpo'].gold_reward:.3f} on best-vs-worst "
              "pairs." if CURRY in r and "dpo" in r else "",
              "- `modpo` adds the toy's second objective, brevity (-0.1 per word), with weight 0.2; "
-             "`prefalign modpo-sweep` traces the whole gold/brevity front."]
+             "`prefalign modpo-sweep` traces the whole gold/brevity front.",
+             *new_loss_notes(r)]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def new_loss_notes(r: dict[str, ZooRow]) -> list[str]:
+    """Notes on the TRL options and the SFT-family rows; each only when its rows ran."""
+
+    def gold(label: str) -> str:
+        return f"{r[label].gold_reward:.3f}"
+
+    lines = []
+    if {"orpo", "orpo (NLL token mean)"} <= r.keys():
+        lines.append(f"- `orpo (NLL token mean)` takes the NLL over the step's tokens, so long chosen answers weigh "
+                     f"more: mean length {r['orpo (NLL token mean)'].mean_length:.1f} against "
+                     f"{r['orpo'].mean_length:.1f}, gold {gold('orpo (NLL token mean)')} against {gold('orpo')}.")
+    if {"kto (pairs split into labels)", "apo_zero_unpaired (pairs split into labels)"} <= r.keys():
+        lines.append("- `apo_zero_unpaired` anchors each labelled completion to the reference on its own, without "
+                     "KTO's KL rows (one forward pass per completion instead of two): gold "
+                     f"{gold('apo_zero_unpaired (pairs split into labels)')} against KTO's "
+                     f"{gold('kto (pairs split into labels)')}.")
+    sft_rows = ["sft (chosen answers only)", "iw_sft (chosen answers only)", "poft (base as the aligned model)"]
+    if set(sft_rows) <= r.keys():
+        lines.append(f"- The SFT family learns from the chosen answers alone: sft {gold(sft_rows[0])}, iw_sft "
+                     f"{gold(sft_rows[1])}, poft {gold(sft_rows[2])}. PoFT's aligned model is the base itself "
+                     "here (the toy has no other), so its weights s(b (s_ref - s_theta)) start at 1/2 and shrink as "
+                     "the policy passes the base: a decaying SFT step, not the paper's setting.")
+    dft_row = "dft (triples: ideal answer against the 2 base samples)"
+    if dft_row in r:
+        lines.append(f"- `dft` reads the triples as the ideal answer against the pair's two base samples as negatives "
+                     f"(their base log-probs as importance weights), with no preference label: gold {gold(dft_row)}, "
+                     f"KL {r[dft_row].kl:.1f}.")
+    return lines
 
 
 def render_table(rows: list[ZooRow], base_reward: float | None, steps: int, n_prompts: int, n_eval: int, seed: int) -> str:
