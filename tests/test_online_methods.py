@@ -63,7 +63,7 @@ def test_scpo_loss_is_the_vote_weighted_dpo_plus_nll_of_the_chosen():
                    ref_rejected=torch.tensor([-5.5]),
                    extras={"score_chosen": torch.tensor([0.75]), "score_rejected": torch.tensor([0.25])})
     ensure_registered()
-    loss, metrics = LOSSES["scpo"].fn(lp, beta=0.5, alpha=1.0)
+    loss, metrics = LOSSES["scpo"].fn(lp, beta=0.5, alpha=1.0, nll_normalize="sequence")
     h = (-4.0 + 5.0) - (-6.0 + 5.5)
     expected = 0.5 * (-F.logsigmoid(torch.tensor(0.5 * h)).item() + 4.0 / 4.0)
     assert loss.item() == pytest.approx(expected, rel=1e-6)

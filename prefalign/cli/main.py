@@ -163,6 +163,45 @@ def data_validate(source: Annotated[str, typer.Argument(help="file, save_to_disk
         console.print(line, markup=False, highlight=False)
 
 
+@data_app.command("select")
+@friendly_errors
+def data_select(source: Annotated[str, typer.Argument(help="preference pairs, one per row (any pairwise format)")],
+                out: Annotated[Path, typer.Option(help="JSONL of the kept rows; the report goes next to it "
+                                                   "(.report.json)")] = Path("selected.jsonl"),
+                method: Annotated[str, typer.Option(help="random | reward_margin | implicit_margin | dual_margin | "
+                                                      "preference_strength")] = "dual_margin",
+                keep: Annotated[float, typer.Option(help="a fraction of the pairs (0-1] or a count")] = 0.25,
+                reward_model: Annotated[Optional[str], typer.Option(help="external margin: a reward model "
+                                                                    "folder")] = None,
+                margin_column: Annotated[Optional[str], typer.Option(help="external margin from the data: a numeric "
+                                                                     "column, or 'score' (score_chosen - "
+                                                                     "score_rejected)")] = None,
+                policy: Annotated[Optional[str], typer.Option(help="implicit margin: a DPO-trained model")] = None,
+                reference: Annotated[Optional[str], typer.Option(help="implicit margin: its reference")] = None,
+                beta: float = 0.1,
+                ensemble: Annotated[Optional[list[str]], typer.Option(help="reward model folders voting per pair "
+                                                                      "(repeat)")] = None,
+                param: Annotated[Optional[list[str]], typer.Option(help="a selector parameter KEY=VALUE, e.g. "
+                                                                   "combine=mul (dual_margin), flip=false")] = None,
+                max_length: int = 512, seed: int = 0) -> None:
+    """Keep the pairs a selector ranks highest (or a random sample) and write them with a report of why."""
+    import yaml
+
+    from prefalign.selection.select import select_data
+
+    params = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param {item!r}: write KEY=VALUE")
+        params[key] = yaml.safe_load(value)
+    summary = select_data(source, out, method, keep, seed, params, reward_model=reward_model,
+                          margin_column=margin_column, policy=policy, reference=reference, beta=beta,
+                          ensemble=ensemble or None, max_length=max_length)
+    console.print(f"{method}: kept {summary['kept']} of {summary['pairs']} pairs ({summary['flipped']} flipped) -> "
+                  f"{out}; report {out.with_suffix('.report.json')}", markup=False)
+
+
 @data_app.command("inspect")
 @friendly_errors
 def data_inspect(source: Annotated[str, typer.Argument(help="file, save_to_disk folder, or hub dataset name")],
@@ -219,7 +258,8 @@ def zoo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/zoo")
         doc: Annotated[Optional[Path], typer.Option(help="markdown table to write (default: losses.md in the run "
                                                       "folder; the project's table is docs/losses.md)")] = None,
         steps: int = 150, prompts: int = 1200, eval_prompts: int = 200, seed: int = 0,
-        only: Annotated[Optional[list[str]], typer.Option(help="run only losses whose label contains this")] = None,
+        only: Annotated[Optional[list[str]], typer.Option(help="run only the row with this label, or else the rows "
+                                                         "whose label contains it")] = None,
         from_json: Annotated[Optional[Path], typer.Option(help="only rewrite --doc from a finished run's zoo.json")] = None) -> None:
     """Run every preference loss on the toy task with the same data, budget and seed; write a table."""
     from prefalign.evaluation.zoo import render_from_json, run_zoo

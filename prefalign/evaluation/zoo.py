@@ -133,6 +133,12 @@ def data_variant(pairs_file: Path, variant: str, seed: int) -> Path:
     raise ValueError(f"unknown data variant {variant!r}")
 
 
+def wanted(label: str, only: list[str], labels: list[str]) -> bool:
+    """`--only NAME` picks the row labelled exactly NAME if there is one, else every row whose label contains
+    it (`--only hinge` is the hinge row, not also `cpo hinge`; `--only sparsepo` is both SparsePO rows)."""
+    return any(label == o if o in labels else o in label for o in only)
+
+
 def preference_accuracy(model: torch.nn.Module, base: torch.nn.Module, pairs: list, pad_id: int) -> float:
     objective = PairObjective(build_losses([LossTerm(name="dpo")]), FrozenCopyReference(base))
     return evaluate(model, objective, fixed_batches(pairs, 64, pad_id))["eval/rewards/accuracies"]
@@ -156,7 +162,7 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
             + [(label, terms, {}, variant) for label, terms, variant in ZOO_OTHER_DATA]
             + [(label, [{"name": "dpo"}], sched, variant) for label, sched, variant in SCHEDULES])
     for n, (label, terms, schedule, variant) in enumerate(runs):
-        if only and not any(o in label for o in only):
+        if only and not wanted(label, only, [r[0] for r in runs]):
             continue
         console.rule(label)
         cfg = quickstart_config(out / f"{n:02d}", seed=seed, steps=steps)

@@ -1,0 +1,64 @@
+"""The per-pair margins selectors read, all in the data's pair order: a reward model's or the data's own
+(external), a DPO model's against its reference (implicit), several reward models' (ensemble)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prefalign.config.schema import DataConfig
+from prefalign.data.examples import PreferencePair
+from prefalign.data.loading import load_examples, to_pairs
+from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model
+from prefalign.selection.selectors import PairScores
+
+
+def read_pairs(source: str) -> list[PreferencePair]:
+    """The pairs of `source`, one per row (a selection keeps or drops rows)."""
+    pairs = to_pairs(load_examples(source, DataConfig(train=source, eval_fraction=0.0)),
+                     DataConfig(train=source, eval_fraction=0.0))
+    rows = [p.ref.row for p in pairs]
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{source}: some rows hold several pairs (rated or ranked data); data select keeps or drops "
+                         "whole rows, so give it one pair per row (e.g. pairs built with data.pairs.rule first)")
+    return pairs
+
+
+def column_margin(pairs: list[PreferencePair], column: str) -> np.ndarray:
+    """A margin from the data: `column` itself, or score_chosen - score_rejected for column 'score'."""
+    def one(p: PreferencePair) -> float:
+        if column == "score":
+            if "score_chosen" not in p.extras or "score_rejected" not in p.extras:
+                raise ValueError(f"{p.ref}: no numeric score_chosen and score_rejected for --margin-column score")
+            return p.extras["score_chosen"] - p.extras["score_rejected"]
+        if column not in p.extras:
+            raise ValueError(f"{p.ref}: no numeric column {column!r}")
+        return p.extras[column]
+    return np.array([one(p) for p in pairs], dtype=float)
+
+
+def _aligned(pairs: list[PreferencePair], scored_pairs: list[PreferencePair], margins: np.ndarray) -> np.ndarray:
+    if [p.ref.row for p in scored_pairs] != [p.ref.row for p in pairs]:
+        raise ValueError("a scorer could not read every pair (rows too long or malformed); fix or filter them first")
+    return np.asarray(margins, dtype=float)
+
+
+def pair_scores(source: str, pairs: list[PreferencePair], reward_model: str | None = None,
+                margin_column: str | None = None, policy: str | None = None, reference: str | None = None,
+                beta: float = 0.1, ensemble: list[str] | None = None, max_length: int = 512) -> PairScores:
+    scores = PairScores(len(pairs))
+    if reward_model and margin_column:
+        raise ValueError("give an external margin once: --reward-model or --margin-column")
+    if reward_model:
+        scored = score_with_reward_model(reward_model, source, max_length)
+        scores.external = _aligned(pairs, scored.pairs, scored.margins)
+    elif margin_column:
+        scores.external = column_margin(pairs, margin_column)
+    if (policy is None) != (reference is None):
+        raise ValueError("an implicit margin needs both --policy and --reference")
+    if policy and reference:
+        scored = score_with_implicit_reward(policy, reference, source, beta, max_length)
+        scores.implicit = _aligned(pairs, scored.pairs, scored.margins)
+    if ensemble:
+        members = [score_with_reward_model(folder, source, max_length) for folder in ensemble]
+        scores.ensemble = np.stack([_aligned(pairs, m.pairs, m.margins) for m in members])
+    return scores

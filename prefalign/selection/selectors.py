@@ -1,0 +1,130 @@
+"""Selectors: pure functions from per-pair scores to the pairs kept (and the ones whose label is flipped).
+Adding one is one function, one registry line and one test.
+
+Scores per pair (numpy [N]): `external`, a reward model's margin r(y_w) - r(y_l) (or the data's own score
+columns); `implicit`, a DPO model's margin b (d_w - d_l) against its reference; `ensemble`, [M, N] margins of
+M reward models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class PairScores:
+    n: int
+    external: np.ndarray | None = None
+    implicit: np.ndarray | None = None
+    ensemble: np.ndarray | None = None
+
+    def need(self, name: str, selector: str) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"selector {selector!r} needs {SCORE_HELP[name]}")
+        return value
+
+
+SCORE_HELP = {"external": "an external reward margin (--reward-model FOLDER or --margin-column NAME)",
+              "implicit": "an implicit DPO margin (--policy and --reference)",
+              "ensemble": "several reward models (--ensemble FOLDER, repeated)"}
+
+
+@dataclass
+class Selection:
+    kept: np.ndarray  # indices into the pairs, in the data's order
+    score: np.ndarray  # [N] what the selector ranked by (NaN where it ranks nothing)
+    flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # kept pairs whose label flips
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # [N] columns written with the kept rows
+
+
+@dataclass(frozen=True)
+class Selector:
+    name: str
+    fn: Callable[..., Selection]
+    needs: tuple[str, ...]
+
+    @property
+    def doc(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+
+SELECTORS: dict[str, Selector] = {}
+
+
+def register_selector(name: str, needs: tuple[str, ...] = ()) -> Callable:
+    def wrap(fn: Callable[..., Selection]) -> Callable[..., Selection]:
+        SELECTORS[name] = Selector(name, fn, needs)
+        return fn
+    return wrap
+
+
+def top(score: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` highest scores' indices, ties broken by position, returned in the data's order."""
+    order = np.lexsort((np.arange(len(score)), -score))
+    return np.sort(order[:keep])
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / (sd if sd > 0 else 1.0)
+
+
+@register_selector("random")
+def random_pairs(scores: PairScores, keep: int, seed: int = 0) -> Selection:
+    """A uniform sample of `keep` pairs: the baseline every selector is measured against."""
+    kept = np.sort(np.random.default_rng(seed).choice(scores.n, size=keep, replace=False))
+    return Selection(kept, np.full(scores.n, np.nan))
+
+
+@register_selector("reward_margin", needs=("external",))
+def reward_margin(scores: PairScores, keep: int, seed: int = 0) -> Selection:
+    """The `keep` pairs an external reward model separates most, r(y_w) - r(y_l) (one margin of "Less is
+    More", Deng et al. 2025)."""
+    m = scores.need("external", "reward_margin")
+    return Selection(top(m, keep), m)
+
+
+@register_selector("implicit_margin", needs=("implicit",))
+def implicit_margin(scores: PairScores, keep: int, seed: int = 0) -> Selection:
+    """The `keep` pairs with the largest implicit DPO margin b (d_w - d_l) of a model trained on the data
+    (the other margin of "Less is More")."""
+    m = scores.need("implicit", "implicit_margin")
+    return Selection(top(m, keep), m)
+
+
+@register_selector("dual_margin", needs=("external", "implicit"))
+def dual_margin(scores: PairScores, keep: int, seed: int = 0, combine: str = "add") -> Selection:
+    """Dual-margin selection, Deng et al. 2025, "Less is More: Improving LLM Alignment via Preference Data
+    Selection": noisy pairs shrink DPO's parameters, so keep the pairs both margins call clear. Each margin is
+    standardised over the data (z) so that neither scale dominates, then
+        add: z(m_ex) + z(m_im)        mul: s(z(m_ex)) * s(z(m_im))      (s the sigmoid)
+    and the `keep` highest are kept. For online rounds, score each round's fresh pairs with the current
+    policy as the implicit model."""
+    z_ex = standardise(scores.need("external", "dual_margin"))
+    z_im = standardise(scores.need("implicit", "dual_margin"))
+    if combine == "add":
+        score = z_ex + z_im
+    elif combine == "mul":
+        score = 1 / (1 + np.exp(-z_ex)) / (1 + np.exp(-z_im))
+    else:
+        raise ValueError(f"dual_margin: combine is add or mul, not {combine!r}")
+    return Selection(top(score, keep), score)
+
+
+@register_selector("preference_strength", needs=("ensemble",))
+def preference_strength(scores: PairScores, keep: int, seed: int = 0, flip: bool = True) -> Selection:
+    """Preference strength, Wang et al. 2024, "Secrets of RLHF in Large Language Models Part II: Reward
+    Modeling": the mean margin mu of M reward models per pair (and their spread sd). Pairs the ensemble
+    contradicts (mu < 0) are likely mislabelled: flipped (flip) or ranked last; the rest are ranked by |mu|,
+    the ambiguous ones (mu near 0) last, and the `keep` strongest are kept. Writes `preference_strength`
+    (|mu| of the kept, possibly flipped, label) and `strength_sd` as columns that margin- or weight-aware
+    losses can read."""
+    margins = scores.need("ensemble", "preference_strength")
+    mu, sd = margins.mean(0), margins.std(0)
+    score = np.abs(mu) if flip else mu
+    kept = top(score, keep)
+    flipped = kept[mu[kept] < 0] if flip else np.zeros(0, dtype=int)
+    return Selection(kept, score, flipped, {"preference_strength": score, "strength_sd": sd})

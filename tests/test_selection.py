@@ -1,0 +1,90 @@
+"""Preference-data selectors against hand-computed rankings, and `prefalign data select` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from prefalign.cli.main import app
+from prefalign.selection.select import keep_count, kept_rows
+from prefalign.selection.selectors import SELECTORS, PairScores, Selection, top
+
+from .conftest import PAIRS, write_jsonl
+
+
+def select(name, scores, keep, **params):
+    return SELECTORS[name].fn(scores, keep, 0, **params)
+
+
+def test_top_keeps_the_highest_in_data_order_ties_by_position():
+    assert top(np.array([0.1, 0.9, 0.5, 0.9]), 2).tolist() == [1, 3]
+    assert top(np.array([1.0, 1.0, 1.0]), 2).tolist() == [0, 1]
+
+
+def test_dual_margin_adds_or_multiplies_standardised_margins():
+    ex, im = np.array([1.0, 2.0, 3.0, 4.0]), np.array([40.0, 10.0, 30.0, 20.0])
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    got = select("dual_margin", PairScores(4, external=ex, implicit=im), 2)
+    assert got.score == pytest.approx(z(ex) + z(im))
+    assert got.kept.tolist() == [2, 3]  # z sums: -0.45, -1.34, 1.34, 0.45 (pair 0 is first by im, last by ex)
+    mul = select("dual_margin", PairScores(4, external=ex, implicit=im), 2, combine="mul")
+    s = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert mul.score == pytest.approx(s(z(ex)) * s(z(im)))
+    with pytest.raises(ValueError, match="needs an implicit DPO margin"):
+        select("dual_margin", PairScores(4, external=ex), 2)
+
+
+def test_single_margins_and_random():
+    m = np.array([0.3, -1.0, 2.0, 0.5])
+    assert select("reward_margin", PairScores(4, external=m), 2).kept.tolist() == [2, 3]
+    assert select("implicit_margin", PairScores(4, implicit=m), 1).kept.tolist() == [2]
+    a, b = select("random", PairScores(10), 4), select("random", PairScores(10), 4)
+    assert a.kept.tolist() == b.kept.tolist() and len(set(a.kept.tolist())) == 4
+
+
+def test_preference_strength_flips_what_the_ensemble_contradicts_and_ranks_by_strength():
+    margins = np.array([[2.0, -3.0, 0.1, 1.0], [1.0, -1.0, -0.1, 2.0], [3.0, -2.0, 0.0, 0.0]])
+    got = select("preference_strength", PairScores(4, ensemble=margins), 3)
+    # mu = 2, -2, 0, 1: pair 1 is contradicted (flipped, strength 2), pair 2 ambiguous (dropped)
+    assert got.kept.tolist() == [0, 1, 3] and got.flipped.tolist() == [1]
+    assert got.columns["preference_strength"].tolist() == pytest.approx([2.0, 2.0, 0.0, 1.0])
+    assert got.columns["strength_sd"][0] == pytest.approx(np.std([2.0, 1.0, 3.0]))
+    kept = select("preference_strength", PairScores(4, ensemble=margins), 3, flip=False)
+    assert kept.kept.tolist() == [0, 2, 3] and kept.flipped.tolist() == []
+
+
+def test_keep_is_a_fraction_or_a_count():
+    assert keep_count(0.25, 8) == 2 and keep_count(3, 8) == 3
+    with pytest.raises(ValueError, match="keeps 9 of 8"):
+        keep_count(9, 8)
+
+
+def test_kept_rows_are_the_source_records_flipped_with_columns(tmp_path):
+    rows = [dict(r, score_chosen=float(i), score_rejected=0.0, id=i) for i, r in enumerate(PAIRS[:4])]
+    source = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    selection = Selection(np.array([1, 3]), np.zeros(4), np.array([3]), {"w": np.arange(4, dtype=float)})
+    out = kept_rows(str(source), [0, 1, 2, 3], selection)
+    assert [r["id"] for r in out] == [1, 3] and [r["w"] for r in out] == [1.0, 3.0]
+    assert out[0]["chosen"] == PAIRS[1]["chosen"]
+    assert out[1]["chosen"] == PAIRS[3]["rejected"] and out[1]["score_chosen"] == 0.0 and out[1]["score_rejected"] == 3.0
+
+
+def test_data_select_writes_the_kept_rows_and_a_report(tmp_path):
+    rows = [dict(r, score_chosen=float(i % 4), score_rejected=0.0) for i, r in enumerate(PAIRS)]
+    source = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "kept.jsonl"
+    result = CliRunner().invoke(app, ["data", "select", str(source), "--out", str(out), "--method", "reward_margin",
+                                      "--margin-column", "score", "--keep", "0.25"])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in kept] == [PAIRS[3]["prompt"], PAIRS[7]["prompt"]]  # the two margins of 3
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["kept"] == 2 and report["pairs"] == 8 and report["mean_score_kept"] == 3.0
+    assert report["mean_score_dropped"] == pytest.approx((0 + 1 + 2 + 0 + 1 + 2) / 6)
+    bad = CliRunner().invoke(app, ["data", "select", str(source), "--method", "dual_margin", "--margin-column",
+                                   "score", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "needs an implicit DPO margin" in bad.output
+    bad = CliRunner().invoke(app, ["data", "select", str(source), "--method", "random", "--param", "combine=mul",
+                                   "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "random takes none" in bad.output
