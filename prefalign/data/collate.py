@@ -156,20 +156,18 @@ def collate_unpaired(items: list, index: list[int], pad_id: int, packed: bool = 
     of `pool[partners[index[i]]]`; without them, with the next item of the batch."""
     n = len(items)
     if not mismatched:
-        others: list = [[] for _ in items]
+        partner_ids: list = []
     elif pool is not None and partners is not None:
-        others = [[pool[partners[i]].completion_ids] for i in index]
+        partner_ids = [pool[partners[i]].completion_ids for i in index]
     else:
-        others = [[items[(i + 1) % n].completion_ids] for i in range(n)]
-    rows = n * (1 + mismatched)
+        partner_ids = [items[(i + 1) % n].completion_ids for i in range(n)]
     if packed:  # the labelled completion and the mismatched one share their prompt
-        groups = [Group(e.prompt_ids, [e.completion_ids, *others[i]], [i, n + i][:1 + mismatched])
+        groups = [Group(e.prompt_ids, [e.completion_ids, *partner_ids[i:i + 1]], [i, n + i][:1 + mismatched])
                   for i, e in enumerate(items)]
-        tokens = pack_groups(groups, rows, pad_id, capacity)
+        tokens = pack_groups(groups, n + len(partner_ids), pad_id, capacity)
     else:
-        pairs = [(e.prompt_ids, e.completion_ids) for e in items]
-        pairs += [(e.prompt_ids, m) for e, other in zip(items, others) for m in other]
-        tokens = pad_sequences(pairs, pad_id)
+        rows = [(e.prompt_ids, e.completion_ids) for e in items] + [(e.prompt_ids, m) for e, m in zip(items, partner_ids)]
+        tokens = pad_sequences(rows, pad_id)
     return UnpairedBatch(tokens, torch.tensor([e.label for e in items]), torch.tensor(index, dtype=torch.long))
 
 

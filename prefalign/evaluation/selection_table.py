@@ -34,6 +34,7 @@ from prefalign.toy.preference_data import toy_pairs, write_jsonl
 from prefalign.toy.world import split_prompts
 from prefalign.training.preference import train_preference
 
+RM_STEPS = 300
 # (row, selector, its scorers): every selector keeps the same number of pairs.
 SELECTIONS = [("random", "random", ()), ("reward_margin", "reward_margin", ("external",)),
               ("implicit_margin", "implicit_margin", ("implicit",)),
@@ -57,13 +58,20 @@ def _write_pairs(path: Path, rows: list[dict]) -> Path:
     return write_jsonl(path, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
 
 
-def reward_model(root: Path, pairs: Path, seed: int, steps: int) -> str:
-    cfg = load_config(None, ["model.name_or_path=toy", f"data.train={pairs}", "data.eval_fraction=0.05",
+def length_gap(rows: list[dict]) -> float:
+    """Mean words(chosen) - words(rejected): what a selection's labels teach about length."""
+    return sum(len(r["chosen"].split()) - len(r["rejected"].split()) for r in rows) / len(rows)
+
+
+def reward_model(root: Path, pairs: Path, gold_pairs: Path, seed: int, steps: int) -> tuple[str, float]:
+    """A Bradley-Terry reward model on judged pairs; its accuracy on `gold_pairs` (labelled by the gold reward)."""
+    cfg = load_config(None, ["model.name_or_path=toy", f"data.train={pairs}", f"data.eval={gold_pairs}",
                              "data.max_length=96", f"trainer.output_dir={root / f'rm-{seed}'}",
                              f"trainer.max_steps={steps}", "trainer.lr=3e-4", "trainer.batch_size=16",
                              "trainer.schedule=constant", "trainer.progress=false", f"trainer.seed={seed}"],
                       schema=RewardTrainConfig)
-    return str(train_reward_model(cfg, console=Console(quiet=True), overwrite=True).model_dir)
+    run = train_reward_model(cfg, console=Console(quiet=True), overwrite=True)
+    return str(run.model_dir), run.eval["held_out_accuracy"]
 
 
 def dpo(root: Path, name: str, pairs: Path, seed: int, steps: int) -> str:
@@ -87,14 +95,18 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
     pool_rows = judged_pairs(base, tok, n_pool, sigma, seed)
     rm_rows = judged_pairs(base, tok, n_rm, sigma, seed + 100)  # other prompts' pairs, other judge noise
     pool, rm_data = _write_pairs(root / "pool.jsonl", pool_rows), _write_pairs(root / "rm_pairs.jsonl", rm_rows)
+    gold_pairs = write_jsonl(root / "rm_gold_pairs.jsonl", [
+        {k: r[k] for k in ("prompt", "chosen", "rejected")} for r in toy_pairs(base, tok, 300, 2, seed + 200)])
     console.print("reward models (3 seeds) and DPO on the whole pool (the implicit margin)")
-    rms = [reward_model(root, rm_data, seed + i, steps=150) for i in range(3)]
+    trained = [reward_model(root, rm_data, gold_pairs, seed + i, steps=RM_STEPS) for i in range(3)]
+    rms = [folder for folder, _ in trained]
     everything = dpo(root, "all", pool, seed, steps)
     scorers = {"external": {"reward_model": rms[0]}, "implicit": {"policy": everything, "reference": "toy"},
                "ensemble": {"ensemble": rms}}
     prompts = random.Random(seed).sample(split_prompts()[1], n_eval)
     rows = [{"selection": f"all {len(pool_rows)} pairs", "pairs": len(pool_rows),
              "label_accuracy": sum(r["_gold_correct"] for r in pool_rows) / len(pool_rows), "flipped": 0,
+             "length_gap": length_gap(pool_rows),
              **evaluate_policy(everything, base, tok, prompts, seed)}]
     for label, method, needs in SELECTIONS:
         console.rule(label)
@@ -104,12 +116,14 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
         flipped = {r["row"] for r in summary["rows"] if r["flipped"]}
         kept = [r["row"] for r in summary["rows"] if r["kept"]]
         correct = sum(pool_rows[i]["_gold_correct"] != (i in flipped) for i in kept)
+        written = [json.loads(line) for line in out.read_text().splitlines()]
         rows.append({"selection": label, "pairs": len(kept), "label_accuracy": correct / len(kept),
-                     "flipped": len(flipped), **evaluate_policy(dpo(root, method, out, seed, steps), base, tok,
+                     "flipped": len(flipped), "length_gap": length_gap(written), **evaluate_policy(dpo(root, method, out, seed, steps), base, tok,
                                                                 prompts, seed)})
         console.print(rows[-1])
     return {"settings": {"pool_prompts": n_pool, "rm_prompts": n_rm, "keep": keep, "sigma": sigma, "steps": steps,
-                         "eval_prompts": n_eval, "seed": seed}, "rows": rows}
+                         "eval_prompts": n_eval, "seed": seed},
+            "reward_model_accuracy": [acc for _, acc in trained], "rows": rows}
 
 
 def render(result: dict) -> str:
@@ -122,17 +136,21 @@ def render(result: dict) -> str:
              f"Pool: two base samples on each of {s['pool_prompts']} training prompts, labelled by the toy's noisy "
              f"judge (gold reward + N(0, {s['sigma']}) noise per response; ties dropped). Every selector keeps "
              f"{s['keep']} pairs; DPO (beta 0.1, lr 2e-4, cosine) for {s['steps']} steps of 16 pairs on each, "
-             f"seed {s['seed']}. External margins: Bradley-Terry reward models on the toy base, trained 150 steps "
-             f"on another {s['rm_prompts']} prompts' judged pairs (one for the margin selectors, three seeds for the "
-             "vote); implicit margin: DPO on the whole pool against the base.",
+             f"seed {s['seed']}. External margins: Bradley-Terry reward models on the toy base, trained "
+             f"{RM_STEPS} steps on another {s['rm_prompts']} prompts' judged pairs (one for the margin selectors, "
+             "three seeds for the vote; accuracy against the gold reward on 300 other prompts' pairs "
+             + ", ".join(f"{a:.3f}" for a in result["reward_model_accuracy"])
+             + "); implicit margin: DPO on the whole pool against the base.",
              f"Label accuracy: kept pairs whose label (after any flip) agrees with the gold reward. Evaluation: "
              f"{s['eval_prompts']} held-out prompts, one sample each at temperature 1; the base scores "
              f"{result['rows'][0]['base_reward']:.3f} mean gold reward there.", "",
-             "| selection | pairs | label accuracy | flipped | gold reward | win rate vs base | KL to base | length |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Length gap: mean words(chosen) - words(rejected) of the pairs as trained on.", "",
+             "| selection | pairs | label accuracy | flipped | length gap | gold reward | win rate vs base | KL to base "
+             "| length |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['selection']} | {r['pairs']} | {r['label_accuracy']:.3f} | {r['flipped']} | "
-                     f"{r['gold_reward']:.3f} | {r['win_rate']:.3f} | {r['kl']:.2f} | {r['length']:.1f} |")
+                     f"{r['length_gap']:+.1f} | {r['gold_reward']:.3f} | {r['win_rate']:.3f} | {r['kl']:.2f} | {r['length']:.1f} |")
     return "\n".join(lines) + "\n" + notes(result["rows"])
 
 
@@ -148,8 +166,13 @@ def notes(rows: list[dict]) -> str:
     for label, *_ in SELECTIONS[1:]:
         r = by[label]
         lines.append(f"- `{label}`: label accuracy {r['label_accuracy']:.3f} against random's "
-                     f"{rand['label_accuracy']:.3f}; gold reward {r['gold_reward']:.3f} against "
-                     f"{rand['gold_reward']:.3f} ({_compared(r['gold_reward'], rand['gold_reward'])}).")
+                     f"{rand['label_accuracy']:.3f}; length gap {r['length_gap']:+.1f} against "
+                     f"{rand['length_gap']:+.1f}; gold reward {r['gold_reward']:.3f} against "
+                     f"{rand['gold_reward']:.3f} ({_compared(r['gold_reward'], rand['gold_reward'])}), policy length "
+                     f"{r['length']:.1f} against {rand['length']:.1f}, KL {r['kl']:.2f} against {rand['kl']:.2f}.")
+    lines.append("- A selector that raises label accuracy and lowers gold reward has kept pairs that are easy "
+                 "for a reason the policy can copy (on the toy, a length gap much wider than random's); the table "
+                 "shows whether that happened here, not that it must.")
     lines.append("- One seed, one sample per held-out prompt: gold-reward differences of a few hundredths are "
                  "within sampling noise; the label accuracies are exact counts on the pool.")
     return "\n".join(lines) + "\n"
@@ -167,7 +190,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eval-prompts", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-json", type=Path, default=None, help="only re-render --doc from a finished run's json")
     args = parser.parse_args()
+    if args.from_json:
+        write_text_atomic(args.doc or args.out / "data_selection.md", render(json.loads(args.from_json.read_text())))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     result = run(args.out, args.pool, args.rm_prompts, args.keep, args.sigma, args.steps, args.eval_prompts,
                  args.seed, Console())
