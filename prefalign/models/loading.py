@@ -58,11 +58,13 @@ def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrai
     return disable_dropout(model) if cfg.disable_dropout else model
 
 
-def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
+def add_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str = "CAUSAL_LM") -> PreTrainedModel:
+    """LoRA on `model`: CAUSAL_LM for policies; FEATURE_EXTRACTION for a decoder reward model's body (its
+    head lies outside and trains in full); SEQ_CLS for an encoder classifier (peft trains its head in full)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, task_type="CAUSAL_LM", use_dora=lora.use_dora,
+                        target_modules=lora.target_modules, task_type=task_type, use_dora=lora.use_dora,
                         use_rslora=lora.use_rslora)
     return get_peft_model(model, config)
 

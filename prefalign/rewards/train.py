@@ -23,7 +23,7 @@ from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.models.engine import precision_context
-from prefalign.models.loading import DTYPES, disable_dropout, load_tokenizer, resolve_path
+from prefalign.models.loading import DTYPES, add_lora, disable_dropout, load_tokenizer, resolve_path
 from prefalign.models.logprobs import unwrap
 from prefalign.rewards.gpm import embed, preference_score
 from prefalign.rewards.inputs import RewardTokenizer, with_extras
@@ -143,6 +143,7 @@ class RewardRun:
     model_dir: Path
     loop: LoopResult
     eval: dict
+    model: RewardModel | None = None  # the trained model, as saved (adapters merged); on the main process
 
 
 @torch.no_grad()
@@ -155,8 +156,8 @@ def batch_margins(model: RewardModel, batches: list[PairBatch], weights: torch.T
 
 def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Console | None = None,
                        overwrite: bool = False, on_step: Callable[[int, dict], None] | None = None) -> RewardRun:
-    if cfg.model.adapter is not None:
-        raise ValueError("model.lora / model.ia3: reward models train the full backbone for now; remove the adapter")
+    if cfg.model.ia3 is not None:
+        raise ValueError("model.ia3: reward models take LoRA (model.lora) or train the full backbone")
     if cfg.engine.compile:
         raise ValueError("engine.compile: reward models are not compiled yet; set engine.compile: false")
     if cfg.engine.logp_chunk != EngineConfig().logp_chunk:
@@ -184,6 +185,9 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
                       segment_ids=r.segment_ids and tok.segment_ids)
     model = build_reward_model(path, spec, DTYPES[cfg.model.dtype], cfg.model.trust_remote_code,
                                cfg.model.attn_implementation, cfg.model.allow_pickle).to(processes.device)
+    if cfg.model.lora is not None:  # PERL (Sidahmed et al. 2024): LoRA on the backbone, the head in full
+        task = "SEQ_CLS" if kind == "encoder" else "FEATURE_EXTRACTION"
+        model.backbone = add_lora(model.backbone, cfg.model.lora, task)
     if cfg.model.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
     if cfg.model.disable_dropout:
@@ -218,4 +222,4 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
         summary |= {"held_out_accuracy": pair_accuracy(margins), "held_out_ece": expected_calibration_error(margins)}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     processes.barrier()
-    return RewardRun(run_dir, model_dir, loop, summary)
+    return RewardRun(run_dir, model_dir, loop, summary, model)
