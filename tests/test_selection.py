@@ -88,3 +88,29 @@ def test_data_select_writes_the_kept_rows_and_a_report(tmp_path):
     bad = CliRunner().invoke(app, ["data", "select", str(source), "--method", "random", "--param", "combine=mul",
                                    "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "random takes none" in bad.output
+
+
+def test_preference_strength_end_to_end_feeds_an_adaptive_margin_reward_model(tiny_model_dir, tmp_path):
+    """Secrets of RLHF II's recipe: reward models vote on each pair (data select), and a new reward model
+    trains with the vote's strength as its margin, -log s(r_w - r_l - m)."""
+    from prefalign.rewards.train import train_reward_model
+
+    from .test_reward_models import rm_config
+
+    source = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    members = []
+    for seed in (0, 1):
+        cfg = rm_config(tiny_model_dir, source, source, tmp_path / f"rm{seed}", steps=2)
+        cfg.trainer.seed, cfg.trainer.batch_size = seed, 4
+        members.append(str(train_reward_model(cfg).model_dir))
+    out = tmp_path / "strong.jsonl"
+    args = ["data", "select", str(source), "--out", str(out), "--method", "preference_strength", "--keep", "6"]
+    result = CliRunner().invoke(app, args + [a for m in members for a in ("--ensemble", m)])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(kept) == 6 and all(r["preference_strength"] >= 0 and "strength_sd" in r for r in kept)
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert sum(r["kept"] for r in report["rows"]) == 6 and report["flipped"] == sum(r["flipped"] for r in report["rows"])
+    cfg = rm_config(tiny_model_dir, out, out, tmp_path / "adaptive", steps=1, margin_column="preference_strength")
+    cfg.trainer.batch_size = 4
+    assert train_reward_model(cfg).loop.steps == 1
