@@ -9,7 +9,7 @@ from prefalign.config.schema import DataConfig
 from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model
-from prefalign.selection.selectors import PairScores
+from prefalign.selection.selectors import SCORE_HELP, PairScores
 
 
 def read_pairs(source: str) -> list[PreferencePair]:
@@ -42,23 +42,28 @@ def _aligned(pairs: list[PreferencePair], scored_pairs: list[PreferencePair], ma
     return np.asarray(margins, dtype=float)
 
 
-def pair_scores(source: str, pairs: list[PreferencePair], reward_model: str | None = None,
-                margin_column: str | None = None, policy: str | None = None, reference: str | None = None,
-                beta: float = 0.1, ensemble: list[str] | None = None, max_length: int = 512) -> PairScores:
-    scores = PairScores(len(pairs))
+def pair_scores(source: str, pairs: list[PreferencePair], needs: tuple[str, ...], selector: str,
+                reward_model: str | None = None, margin_column: str | None = None, policy: str | None = None,
+                reference: str | None = None, beta: float = 0.1, ensemble: list[str] | None = None,
+                max_length: int = 512) -> PairScores:
+    """The scores `needs` names (and only those: scoring runs models), from the options given for them;
+    every missing option is reported before any model runs."""
+    given = {"external": reward_model or margin_column, "implicit": policy and reference, "ensemble": ensemble}
+    for name in needs:
+        if not given[name]:
+            raise ValueError(f"selector {selector!r} needs {SCORE_HELP[name]}")
     if reward_model and margin_column:
         raise ValueError("give an external margin once: --reward-model or --margin-column")
-    if reward_model:
+    scores = PairScores(len(pairs))
+    if "external" in needs and reward_model:
         scored = score_with_reward_model(reward_model, source, max_length)
         scores.external = _aligned(pairs, scored.pairs, scored.margins)
-    elif margin_column:
-        scores.external = column_margin(pairs, margin_column)
-    if (policy is None) != (reference is None):
-        raise ValueError("an implicit margin needs both --policy and --reference")
-    if policy and reference:
-        scored = score_with_implicit_reward(policy, reference, source, beta, max_length)
+    elif "external" in needs:
+        scores.external = column_margin(pairs, str(margin_column))
+    if "implicit" in needs:
+        scored = score_with_implicit_reward(str(policy), str(reference), source, beta, max_length)
         scores.implicit = _aligned(pairs, scored.pairs, scored.margins)
-    if ensemble:
-        members = [score_with_reward_model(folder, source, max_length) for folder in ensemble]
+    if "ensemble" in needs:
+        members = [score_with_reward_model(folder, source, max_length) for folder in ensemble or []]
         scores.ensemble = np.stack([_aligned(pairs, m.pairs, m.margins) for m in members])
     return scores
