@@ -624,7 +624,7 @@ def decode(config: ConfigOpt = None, overrides: OverridesArg = None,
     """Steer a frozen model at inference with rewards, values or self-consistency; the weights never change.
     Settings come from --config (a decode example: `prefalign init decode/best-of-n`), then key=value
     overrides, then these options; `prefalign config show --command decode` prints them resolved."""
-    flags = dict(locals())  # before any other local: the options exactly as given
+    flags = dict(locals(), weights=_weights(weights))  # before any other local: the options as given
     from prefalign.config.schema import DecodeConfig
     from prefalign.decoding.run import run_decode
 

@@ -399,7 +399,7 @@ class DecodeConfig(Strict):
     reward_model: str | None = Field(None, description="decoder reward model sharing the policy's tokenizer (ARGS)")
     value: list[str] = Field(default_factory=list, description="FOLDER[=WEIGHT] value models (CD, VAS)")
     baseline: str | None = Field(None, description="Transfer Q*: the baseline model for rollouts")
-    weights: str | None = Field(None, description="comma-separated weight per objective of a reward model")
+    weights: list[float] | None = Field(None, description="a weight per objective of a multi-objective reward model")
     k: int = Field(10, ge=1, description="candidates (ARGS, CD, VAS, TQ*), samples (best-of-N, consistency)")
     weight: float = Field(1.0, description="ARGS's w, Transfer Q*'s alpha")
     block: int = Field(8, ge=1)

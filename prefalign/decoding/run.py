@@ -16,10 +16,6 @@ from prefalign.evaluation.pairwise_judges import parse_reward
 from prefalign.models.loading import inference_tokenizer, load_for_inference
 
 
-def _weights(text: str | None) -> list[float] | None:
-    return [float(x) for x in text.split(",")] if text else None
-
-
 def decode_setup(cfg: DecodeConfig, trust_remote_code: bool = False, allow_pickle: bool = False) -> DecodeSetup:
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy: unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -28,8 +24,8 @@ def decode_setup(cfg: DecodeConfig, trust_remote_code: bool = False, allow_pickl
     for spec in cfg.value:
         path, _, w = spec.partition("=")
         values.append((load_value_model(path), float(w) if w else 1.0))
-    score = parse_reward(cfg.scorer, _weights(cfg.weights))[0] if cfg.scorer else None
-    reward_model = PrefixScorer.from_reward_model(cfg.reward_model, _weights(cfg.weights)) if cfg.reward_model else None
+    score = parse_reward(cfg.scorer, cfg.weights)[0] if cfg.scorer else None
+    reward_model = PrefixScorer.from_reward_model(cfg.reward_model, cfg.weights) if cfg.reward_model else None
     return DecodeSetup(load(cfg.model), inference_tokenizer(cfg.model, trust_remote_code), score=score,
                        reward_model=reward_model, values=values, baseline=load(cfg.baseline) if cfg.baseline else None,
                        k=cfg.k, weight=cfg.weight, block=cfg.block, horizon=cfg.horizon,

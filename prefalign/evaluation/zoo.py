@@ -101,9 +101,6 @@ SCHEDULES: list[tuple[str, dict, str]] = [
 CURRY = SCHEDULES[-1][0]
 
 
-
-
-
 @dataclass
 class ZooRow:
     label: str

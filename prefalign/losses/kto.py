@@ -26,18 +26,16 @@ def kto(logps: UnpairedLogps, beta: float, desirable_weight: float, undesirable_
     d = logps.log_ratios()
     desirable = desirable_weight * (1 - torch.sigmoid(beta * (d - z0)))
     undesirable = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - d)))
-    rewards = (beta * d).detach()
-    return torch.where(logps.labels, desirable, undesirable), {
-        "kto/kl": z0, "rewards/desirable": rewards[logps.labels], "rewards/undesirable": rewards[~logps.labels]}
+    return torch.where(logps.labels, desirable, undesirable), {"kto/kl": z0, **_label_rewards(logps, beta * d)}
 
 
-class APOZeroUnpairedParams(LossParams):
-    beta: float = Field(0.1, gt=0)
-    desirable_weight: float = Field(1.0, gt=0)
-    undesirable_weight: float = Field(1.0, gt=0)
+def _label_rewards(logps: UnpairedLogps, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The implicit rewards b d of the desirable and of the undesirable completions, for the log."""
+    rewards = rewards.detach()
+    return {"rewards/desirable": rewards[logps.labels], "rewards/undesirable": rewards[~logps.labels]}
 
 
-@register_loss("apo_zero_unpaired", APOZeroUnpairedParams, kind="unpaired")
+@register_loss("apo_zero_unpaired", KTOParams, kind="unpaired")  # the same weights and beta as KTO
 def apo_zero_unpaired(logps: UnpairedLogps, beta: float, desirable_weight: float,
                       undesirable_weight: float) -> tuple[torch.Tensor, dict]:
     """APO-zero on labelled completions (D'Oosterlinck et al. 2024, "Anchored Preference Optimization and
@@ -49,5 +47,4 @@ def apo_zero_unpaired(logps: UnpairedLogps, beta: float, desirable_weight: float
     d = logps.log_ratios()
     loss = torch.where(logps.labels, desirable_weight * (1 - torch.sigmoid(beta * d)),
                        undesirable_weight * torch.sigmoid(beta * d))
-    rewards = (beta * d).detach()
-    return loss, {"rewards/desirable": rewards[logps.labels], "rewards/undesirable": rewards[~logps.labels]}
+    return loss, _label_rewards(logps, beta * d)

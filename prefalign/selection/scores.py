@@ -14,8 +14,8 @@ from prefalign.selection.selectors import SCORE_HELP, PairScores
 
 def read_pairs(source: str) -> list[PreferencePair]:
     """The pairs of `source`, one per row (a selection keeps or drops rows)."""
-    pairs = to_pairs(load_examples(source, DataConfig(train=source, eval_fraction=0.0)),
-                     DataConfig(train=source, eval_fraction=0.0))
+    cfg = DataConfig(train=source, eval_fraction=0.0)
+    pairs = to_pairs(load_examples(source, cfg), cfg)
     rows = [p.ref.row for p in pairs]
     if len(set(rows)) != len(rows):
         raise ValueError(f"{source}: some rows hold several pairs (rated or ranked data); data select keeps or drops "
