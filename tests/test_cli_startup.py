@@ -2,6 +2,7 @@
 in imported modules (torch, transformers, peft, accelerate), never timed."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,12 +29,28 @@ def imported(args: list[str]) -> list[str]:
     return json.loads(line[-1].removeprefix("IMPORTED "))
 
 
+# `losses` and `train --help` list every registered loss from the shipped catalog, not from the registry
 @pytest.mark.parametrize("args", [["--help"], ["rm", "eval", "--help"], ["config", "show"],
-                                  ["config", "accelerate"], ["--version"]])
+                                  ["config", "accelerate"], ["--version"], ["losses"], ["train", "--help"]])
 def test_commands_that_load_nothing_import_no_torch(args):
     assert imported(args) == []
 
 
-@pytest.mark.parametrize("args", [["losses"], ["train", "--help"]])  # train --help lists the registry's losses
-def test_listing_losses_imports_torch_for_the_loss_functions_but_no_model_library(args):
-    assert imported(args) == ["torch"]
+def test_the_shipped_loss_catalog_is_the_registry():
+    from prefalign.losses.catalog import build_catalog, read_catalog
+
+    assert read_catalog() == build_catalog(), "a loss changed: rewrite the catalog with " \
+        "`python -m prefalign.losses.catalog`"
+
+
+def test_listings_show_every_loss_with_its_formula_unmangled():
+    from prefalign.losses.catalog import read_catalog
+
+    entries = {e["name"]: e for e in read_catalog()}
+    assert {"dpo", "kto", "ppo_clip", "apo_zero_unpaired"} <= set(entries)
+    done = subprocess.run([sys.executable, "-m", "prefalign.cli.main", "train", "--help"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert f"Losses ({len(entries)};" in done.stdout and "apo_zero_unpaired" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "prefalign.cli.main", "losses"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "2000"})
+    assert entries["f_dpo"]["what"].split("\n")[0] in done.stdout  # its brackets survive rich

@@ -139,16 +139,15 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="show the full trac
 
 
 class ListsLosses(typer.core.TyperCommand):
-    """A command whose --help ends with every registered loss; the registry (and torch) is imported only
-    when the help is shown."""
+    """A command whose --help ends with every registered loss, read from the loss catalog (no torch)."""
 
     def format_help(self, ctx: object, formatter: object) -> None:
-        from prefalign.losses.registry import LOSSES, ensure_registered
+        from prefalign.losses.catalog import read_catalog
 
-        ensure_registered()
+        names = [entry["name"] for entry in read_catalog()]
         written = self.help
-        self.help = f"{written}\n\nLosses ({len(LOSSES)}; `prefalign losses` shows their parameters): " + \
-            ", ".join(sorted(LOSSES))
+        self.help = f"{written}\n\nLosses ({len(names)}; `prefalign losses` shows their parameters): " + \
+            ", ".join(names)
         try:
             super().format_help(ctx, formatter)
         finally:

@@ -237,18 +237,15 @@ def losses() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from prefalign.losses.registry import LOSSES, ensure_registered
+    from prefalign.losses.catalog import read_catalog
 
-    ensure_registered()
     table = Table(show_lines=True)
     for col in ("name", "parameters", "reference", "what"):
         table.add_column(col)
-    for name, spec in sorted(LOSSES.items()):
-        params = ", ".join(k if f.is_required() else f"{k}={f.get_default(call_default_factory=True)}"
-                           for k, f in spec.params.model_fields.items())
+    for entry in read_catalog():
         # Formulas hold brackets ("[b h]") that rich would read as markup and drop.
-        table.add_row(name, escape(params), "yes" if spec.needs_reference else "no",
-                      escape(spec.doc.split("\n\n")[0]))
+        table.add_row(entry["name"], escape(entry["parameters"]), "yes" if entry["reference"] else "no",
+                      escape(entry["what"]))
     console.print(table)
 
 
