@@ -1,5 +1,7 @@
 """PEFT variants through peft: DoRA and rank-stabilised LoRA train, export, and merge like plain LoRA."""
 
+import warnings
+
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
@@ -70,3 +72,15 @@ def test_one_adapter_per_policy():
 
     with pytest.raises(ValidationError, match="one adapter"):
         ModelConfig(lora={}, ia3={})
+
+
+def test_wrapping_in_an_adapter_warns_of_nothing(tiny_model_dir):
+    # peft 0.21 reads transformers' deprecated is_gradient_checkpointing; the user cannot act on that warning
+    from prefalign.config.schema import IA3Settings
+    from prefalign.models.loading import add_ia3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraSettings(r=4, alpha=8))
+        add_ia3(AutoModelForCausalLM.from_pretrained(tiny_model_dir), IA3Settings(target_modules=["q_proj", "down_proj"],
+                                                                                  feedforward_modules=["down_proj"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,21 +62,32 @@ def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrai
 def add_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str = "CAUSAL_LM") -> PreTrainedModel:
     """LoRA on `model`: CAUSAL_LM for policies; FEATURE_EXTRACTION for a decoder reward model's body (its
     head lies outside and trains in full); SEQ_CLS for an encoder classifier (peft trains its head in full)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules, task_type=task_type, use_dora=lora.use_dora,
                         use_rslora=lora.use_rslora)
-    return get_peft_model(model, config)
+    return wrap_in_adapter(model, config)
+
+
+def wrap_in_adapter(model: PreTrainedModel, config: object) -> PreTrainedModel:
+    """peft's `get_peft_model`, without the FutureWarning that peft 0.21 triggers on every call by reading
+    transformers 5's deprecated `is_gradient_checkpointing` (peft_model.py, `PeftModel.__init__`): the user can
+    do nothing about it, so it is silenced here, for that message only, until peft reads the new name."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def add_ia3(model: PreTrainedModel, ia3: IA3Settings) -> PreTrainedModel:
-    from peft import IA3Config, get_peft_model
+    from peft import IA3Config
 
     config = IA3Config(target_modules=ia3.target_modules, feedforward_modules=ia3.feedforward_modules,
                        task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        return wrap_in_adapter(model, config)
     except ValueError as exc:  # peft knows default module names for common architectures only
         raise ValueError(f"model.ia3: {exc}; set model.ia3.target_modules and feedforward_modules") from None
 
