@@ -165,11 +165,14 @@ def test_generate_samples_from_a_model_a_run_and_a_checkpoint(tiny_model_dir, pa
 
 
 def test_labels_of_close_frontier_points_are_moved_apart():
-    from prefalign.evaluation.plots import label_offsets
+    from prefalign.evaluation.plots import label_offsets, point_label
 
     offsets = label_offsets([(0.0, 0.0), (1.0, 1.0), (1.01, 1.0), (1.0, 1.02), (0.5, 0.5)])
     assert offsets[0] == offsets[1] == offsets[4] == (3, 3)
     assert len({offsets[1], offsets[2], offsets[3]}) == 3  # three points in one spot: three lines
+    # labels run to the right: points a fifth of the x range apart at one height still get two lines
+    assert label_offsets([(0.0, 1.0), (0.2, 1.0), (1.0, 0.0)]) == [(3, 3), (3, -6), (3, 3)]
+    assert [point_label(n) for n in ("dpo@step-00000006", "final", "a@best")] == ["step 6", "final", "best"]
 
 
 def test_push_writes_a_model_card_and_uploads_the_folder_up_to_the_network(tiny_model_dir, pairs_file, tmp_path,

@@ -55,9 +55,13 @@ def reward_kl_frontier(points: list[tuple[str, float, float]]) -> str:
     for run, pts in runs.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run)
-    labels = [(kl, reward, name.split("@")[-1] if "@" in name else name) for pts in runs.values() for kl, reward, name in pts]
+    labels = [(kl, reward, point_label(name)) for pts in runs.values() for kl, reward, name in pts]
     for (kl, reward, text), offset in zip(labels, label_offsets([(kl, reward) for kl, reward, _ in labels])):
         ax.annotate(text, (kl, reward), fontsize=7, textcoords="offset points", xytext=offset)
+    ax.margins(x=0.3, y=0.15)  # room inside the frame for the labels, which run right of their points
+    kls = [kl for kl, _, _ in labels]
+    if kls:  # but no empty room left of the smallest KL (a KL is never far below 0)
+        ax.set_xlim(min(kls) - 0.05 * ((max(kls) - min(kls)) or 1.0), ax.get_xlim()[1])
     ax.set_xlabel("KL(policy || reference), nats per response")
     ax.set_ylabel("mean reward")
     ax.legend(fontsize=8)
@@ -65,9 +69,10 @@ def reward_kl_frontier(points: list[tuple[str, float, float]]) -> str:
     return embed(fig)
 
 
-def label_offsets(points: list[tuple[float, float]], near: float = 0.08) -> list[tuple[int, int]]:
-    """Text offsets (points) for labels at `points`: a label whose point lies within `near` (of each axis'
-    range) of an earlier one's goes one line lower per such neighbour, so labels of close points do not overlap."""
+def label_offsets(points: list[tuple[float, float]], near: tuple[float, float] = (0.25, 0.08)) -> list[tuple[int, int]]:
+    """Text offsets (points) for labels at `points`: a label whose point lies within `near` (fractions of each
+    axis' range; wider in x, where a label runs) of an earlier one's goes one line lower per such neighbour, so
+    labels of close points do not overlap."""
     xy = np.asarray(points, dtype=float).reshape(-1, 2)
     span = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
     unit = (xy - xy.min(axis=0)) / np.where(span > 0, span, 1.0) if len(xy) else xy
@@ -76,6 +81,14 @@ def label_offsets(points: list[tuple[float, float]], near: float = 0.08) -> list
         crowd = int(sum(np.all(np.abs(unit[j] - p) < near) for j in range(i)))
         offsets.append((3, 3 - 9 * crowd))
     return offsets
+
+
+def point_label(name: str) -> str:
+    """`dpo@step-00000006` -> `step 6`; a name without a checkpoint stays as it is."""
+    step = name.split("@")[-1]
+    if "@" in name and step.startswith("step-") and step[5:].isdigit():
+        return f"step {int(step[5:])}"
+    return step
 
 
 def reliability_diagram(margins: list[float], n_bins: int = 10) -> str:

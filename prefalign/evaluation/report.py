@@ -40,6 +40,8 @@ def readable(key: str) -> str:
 
 
 def rounded(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
