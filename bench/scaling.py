@@ -84,7 +84,7 @@ def child_memory(model_name: str, strategy: str) -> None:
     reference = FrozenCopyReference.copy_of(model)
     processes.place(reference.model)
     forward = processes.prepare(model)
-    optimizer, _ = build_optimizer([p for p in model.parameters()], TrainerConfig(lr=1e-5), 10)
+    optimizer, _ = build_optimizer(list(model.named_parameters()), TrainerConfig(lr=1e-5), 10)
     vocab = model.config.vocab_size
     pairs = [TokenizedPair(list(range(5, 25)), list(range(30, 45)), list(range(50, 60)), None) for _ in range(2)]
     objective = PairObjective(build_losses([LossTerm(name="dpo")]), reference)

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/env.sh dev
 .venv/bin/ruff check .
 # Two workers with one thread each (tests/conftest.py), idle workers taking tests from the busy one.
-exec .venv/bin/python -m pytest -m "slow or not slow" -n 2 --dist worksteal "$@"
+exec .venv/bin/python -m pytest -m "slow or not slow" -n 2 --dist worksteal --durations=25 "$@"

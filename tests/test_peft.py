@@ -84,3 +84,45 @@ def test_wrapping_in_an_adapter_warns_of_nothing(tiny_model_dir):
         add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraSettings(r=4, alpha=8))
         add_ia3(AutoModelForCausalLM.from_pretrained(tiny_model_dir), IA3Settings(target_modules=["q_proj", "down_proj"],
                                                                                   feedforward_modules=["down_proj"]))
+
+
+def test_qlora_needs_lora_and_cuda_and_says_what_it_would_load(monkeypatch):
+    import importlib.util
+
+    from prefalign.config.schema import QuantizationSettings
+    from prefalign.models.loading import quantized_loading
+
+    with pytest.raises(ValueError, match="set model.lora too"):
+        ModelConfig(quantization={"bits": 4})
+    q = QuantizationSettings()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        quantized_loading(q)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real_find_spec(name))
+    with pytest.raises(ValueError, match=r"prefalign\[qlora\]"):
+        quantized_loading(q)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    kwargs = quantized_loading(q)
+    config = kwargs["quantization_config"]
+    assert (config.load_in_4bit, config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant,
+            config.bnb_4bit_compute_dtype) == (True, "nf4", True, torch.bfloat16)
+    assert kwargs["device_map"] == {"": 3}  # each process's own GPU
+
+
+def test_a_qlora_adapter_is_merged_into_the_base_reloaded_at_full_precision(tiny_model_dir, pairs_file, tmp_path):
+    # The export path QLoRA runs take, on a LoRA run: the same merged weights as merging the trained model itself
+    from safetensors.torch import load_file
+
+    from prefalign.training.export import merged_into_full_precision
+
+    cfg = make_config(tiny_model_dir, pairs_file, tmp_path / "lora", max_steps=2, lr=1e-2)
+    cfg.model = ModelConfig(name_or_path=str(tiny_model_dir), lora={"r": 4, "alpha": 8})
+    run = train_preference(cfg)
+    merged = merged_into_full_precision(run.outputs["adapter"], cfg.model.model_dump(mode="json")).state_dict()
+    exported = load_file(run.outputs["model"] / "model.safetensors")
+    assert exported.keys() <= merged.keys()
+    for name, tensor in exported.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=1e-5, atol=1e-6, msg=name)

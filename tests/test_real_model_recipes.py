@@ -23,6 +23,11 @@ FAMILIES = {
     "qwen2.5-0.5b-instruct-dpo": (Qwen2Config, Qwen2ForCausalLM, CHATML,
                                   dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"),
                                   ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]),
+    "llama-3.1-8b-instruct-qlora-dpo": (LlamaConfig, LlamaForCausalLM, LLAMA3,
+                                        dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                             pad_token="<|finetune_right_pad_id|>"),
+                                        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                         "<|eot_id|>", "<|finetune_right_pad_id|>"]),
     "llama-3.1-8b-instruct-lora-dpo": (LlamaConfig, LlamaForCausalLM, LLAMA3,
                                        dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
                                             pad_token="<|finetune_right_pad_id|>"),
@@ -67,11 +72,15 @@ def test_a_real_model_recipe_trains_a_tiny_model_of_its_family_through_its_chat_
     data = tmp_path / "conversations.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in conversational_rows()))
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "-c", str(EXAMPLES_DIR / "real" / f"{name}.yaml"),
-                                      f"model.name_or_path={tmp_path / 'model'}", f"data.train={data}",
-                                      "data.split=train", "data.eval_fraction=0", f"trainer.output_dir={out}",
-                                      "trainer.max_steps=2", "trainer.batch_size=4", "trainer.micro_batch_size=2",
-                                      "trainer.epochs=1", "trainer.progress=false"])
+    args = ["train", "-c", str(EXAMPLES_DIR / "real" / f"{name}.yaml"), f"model.name_or_path={tmp_path / 'model'}",
+            f"data.train={data}", "data.split=train", "data.eval_fraction=0", f"trainer.output_dir={out}",
+            "trainer.max_steps=2", "trainer.batch_size=4", "trainer.micro_batch_size=2", "trainer.epochs=1",
+            "trainer.progress=false"]
+    if "qlora" in name and not torch.cuda.is_available():
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code != 0 and "needs a CUDA GPU" in refused.output and "Traceback" not in refused.output
+        args.append("model.quantization=null")  # the rest of the recipe as LoRA on the full-precision base
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "format conversational" in result.output and "0 truncated" in result.output
     # The templated prompt is an exact prefix of prompt + answer: no boundary fallback, and the completion is

@@ -26,6 +26,16 @@ class LoraSettings(Strict):
     use_rslora: bool = False
 
 
+class QuantizationSettings(Strict):
+    """QLoRA (Dettmers et al. 2023): the base loaded in 4 bits through bitsandbytes (NF4, double quantisation,
+    bf16 compute by default), frozen, with a LoRA adapter trained on top; CUDA only."""
+
+    bits: Literal[4] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="quantise the quantisation constants too (0.37 bits/parameter saved)")
+    compute_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+
 class IA3Settings(Strict):
     """IA3 through `peft` (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper
     than In-Context Learning"): learned vectors that rescale attention keys and values and the feed-forward
@@ -52,11 +62,16 @@ class ModelConfig(Strict):
                                   "preference and reward training (TRL's default); false keeps the model's own")
     lora: LoraSettings | None = None
     ia3: IA3Settings | None = None
+    quantization: QuantizationSettings | None = Field(None, description="QLoRA: load the base in 4 bits (CUDA, "
+                                                      "bitsandbytes: pip install 'prefalign[qlora]'); needs model.lora")
 
     @model_validator(mode="after")
     def _one_adapter(self) -> ModelConfig:
         if self.lora is not None and self.ia3 is not None:
             raise ValueError("model.lora and model.ia3 are both set; a policy takes one adapter")
+        if self.quantization is not None and self.lora is None:
+            raise ValueError("model.quantization: a 4-bit base is frozen, so only an adapter trains (QLoRA); "
+                             "set model.lora too")
         return self
 
     @property
@@ -119,6 +134,19 @@ class LossTerm(BaseModel):
         return dict(self.model_extra or {})
 
 
+class OnlineMergingConfig(Strict):
+    """Online Merging Optimizers (Lu et al. 2024): AdamW's update merged at every step with the task vector
+    theta_sft - theta_base (training/online_merging.py has the formulas). `base` is the model the run's starting
+    (SFT) model was fine-tuned from. Defaults are the authors' DPO script (OnDARE, alpha 1e-7, keep 0.01)."""
+
+    base: str = Field(description="the pretrained model the starting model was fine-tuned from (folder or hub id)")
+    method: Literal["dare", "ties"] = "dare"
+    alpha: float = Field(1e-7, ge=0, le=1, description="weight of the task vector in each merged update")
+    keep: float = Field(0.01, gt=0, le=1, description="fraction of entries kept when sparsifying (reserve rate)")
+    rescale: bool = Field(False, description="restore each sparsified tensor's L1 norm")
+    clip: float = Field(1.0, gt=0, description="OnDARE: the task vector's entries clipped to +-clip")
+
+
 class TrainerConfig(Strict):
     output_dir: str = "runs/train"
     seed: int = 0
@@ -151,6 +179,8 @@ class TrainerConfig(Strict):
         "stop", description="a step whose updated weights are not finite: stop the run before anything is saved, "
         "or undo the step from a copy taken before each step (memory: the trained parameters and their optimizer "
         "state once more) and count it as skipped")
+    online_merging: OnlineMergingConfig | None = Field(None, description="merge each update with the SFT task "
+                                                       "vector (Online Merging Optimizers); full fine-tuning only")
     sinks: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(["jsonl"], description="metrics.jsonl is always written")
     wandb_project: str = "prefalign"
     progress: bool = True
@@ -218,6 +248,14 @@ class TrainConfig(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     engine: EngineConfig = EngineConfig()
     distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _online_merging_trains_the_whole_model(self) -> TrainConfig:
+        adapter = "lora" if self.model.lora else "ia3" if self.model.ia3 else None
+        if self.trainer.online_merging is not None and adapter:
+            raise ValueError(f"trainer.online_merging merges updates of the full model with the SFT task vector; "
+                             f"model.{adapter} trains an adapter instead: remove one of them")
+        return self
 
     @field_validator("loss", mode="before")
     @classmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -10,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from prefalign.config.schema import IA3Settings, LoraSettings, ModelConfig
+from prefalign.config.schema import IA3Settings, LoraSettings, ModelConfig, QuantizationSettings
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 
 TOY_BASE = Path(__file__).resolve().parent.parent / "toy" / "assets" / "base"
@@ -47,14 +49,39 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def quantized_loading(q: QuantizationSettings) -> dict:
+    """`from_pretrained` arguments for a 4-bit base on this process's GPU (QLoRA); refused without CUDA or
+    bitsandbytes, which quantises on the GPU only."""
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise ValueError("model.quantization: 4-bit loading (QLoRA) needs a CUDA GPU, and this machine has none; "
+                         "remove model.quantization to train LoRA on the full-precision base")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("model.quantization: bitsandbytes is not installed (pip install 'prefalign[qlora]')")
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=DTYPES[q.compute_dtype])
+    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device()}}
+
+
 def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None) -> PreTrainedModel:
     kwargs = {"dtype": DTYPES[cfg.dtype], "revision": cfg.revision}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.quantization is not None:
+        kwargs |= quantized_loading(cfg.quantization)
     model = load_pretrained_model(AutoModelForCausalLM, resolve_path(name_or_path or cfg.name_or_path),
                                   trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, **kwargs)
+    if cfg.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # norms and the LM head in fp32, input embeddings that require grad (for checkpointing through a
+        # frozen base), as peft's QLoRA recipe does
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
         model.config.use_cache = False
     return disable_dropout(model) if cfg.disable_dropout else model
 
@@ -70,15 +97,28 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str = "CAUSA
     return wrap_in_adapter(model, config)
 
 
-def wrap_in_adapter(model: PreTrainedModel, config: object) -> PreTrainedModel:
-    """peft's `get_peft_model`, without the FutureWarning that peft 0.21 triggers on every call by reading
-    transformers 5's deprecated `is_gradient_checkpointing` (peft_model.py, `PeftModel.__init__`): the user can
-    do nothing about it, so it is silenced here, for that message only, until peft reads the new name."""
-    from peft import get_peft_model
-
+@contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Without the FutureWarning that peft 0.21 triggers whenever it wraps a model, by reading transformers 5's
+    deprecated `is_gradient_checkpointing` (`PeftModel.__init__`): the user can do nothing about it, so it is
+    silenced, for that message only, around prefalign's calls into peft, until peft reads the new name."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def wrap_in_adapter(model: PreTrainedModel, config: object) -> PreTrainedModel:
+    """peft's `get_peft_model`, quietly."""
+    from peft import get_peft_model
+
+    with peft_quietly():
         return get_peft_model(model, config)
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Activation (gradient) checkpointing, by transformers 5's name where the model has it."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
 
 
 def add_ia3(model: PreTrainedModel, ia3: IA3Settings) -> PreTrainedModel:

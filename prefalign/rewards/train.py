@@ -23,7 +23,14 @@ from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.models.engine import precision_context
-from prefalign.models.loading import DTYPES, add_lora, disable_dropout, load_tokenizer, resolve_path
+from prefalign.models.loading import (
+    DTYPES,
+    add_lora,
+    disable_dropout,
+    enable_checkpointing,
+    load_tokenizer,
+    resolve_path,
+)
 from prefalign.models.logprobs import unwrap
 from prefalign.rewards.gpm import embed, preference_score
 from prefalign.rewards.inputs import RewardTokenizer, with_extras
@@ -189,7 +196,7 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
         task = "SEQ_CLS" if kind == "encoder" else "FEATURE_EXTRACTION"
         model.backbone = add_lora(model.backbone, cfg.model.lora, task)
     if cfg.model.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable()
+        enable_checkpointing(model.backbone)
     if cfg.model.disable_dropout:
         disable_dropout(model)
     packed = cfg.engine.packed and kind == "decoder"

@@ -30,9 +30,25 @@ def export_run(model: torch.nn.Module, tokenizer: object, run_dir: Path, config:
     outputs = {}
     if hasattr(model, "peft_config"):
         outputs["adapter"] = save_pretrained_atomic(model, tokenizer, run_dir / "adapter", config)
-        merged = copy.deepcopy(model).merge_and_unload()
+        quantized = (config or {}).get("model", {}).get("quantization") is not None
+        merged = merged_into_full_precision(outputs["adapter"], config["model"]) if quantized \
+            else copy.deepcopy(model).merge_and_unload()
         outputs["model"] = save_pretrained_atomic(merged, tokenizer, run_dir / "model", config)
     else:
         outputs["model"] = save_pretrained_atomic(model, tokenizer, run_dir / "model", config)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return outputs
+
+
+def merged_into_full_precision(adapter_dir: Path, model_config: dict) -> torch.nn.Module:
+    """A QLoRA adapter merged into its base loaded again at full precision (model.dtype) on the CPU: merging
+    into the 4-bit weights would round the merged model to 4 bits."""
+    from peft import PeftModel
+
+    from prefalign.config.schema import ModelConfig
+    from prefalign.models.loading import load_causal_lm, peft_quietly
+
+    cfg = ModelConfig.model_validate({**model_config, "quantization": None, "lora": None,
+                                      "gradient_checkpointing": False})
+    with peft_quietly():
+        return PeftModel.from_pretrained(load_causal_lm(cfg), str(adapter_dir)).merge_and_unload()

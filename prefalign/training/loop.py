@@ -19,8 +19,10 @@ from typing import Any, Protocol
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
+from prefalign.config.loading import ConfigError
 from prefalign.config.schema import TrainerConfig
 from prefalign.models.logprobs import unwrap
 from prefalign.training.batch_sources import BatchSource, DatasetSource, StepBatches
@@ -29,6 +31,7 @@ from prefalign.training.data_order import Plan
 from prefalign.training.distributed import Processes, start_processes, total_norm
 from prefalign.training.errors import TrainingDiverged
 from prefalign.training.metrics import MetricsLog
+from prefalign.training.online_merging import OnlineMergingAdamW, base_model_params
 from prefalign.training.update_guard import count_nonfinite, restore, squared_norm, take_snapshot
 
 
@@ -99,12 +102,22 @@ class LoopResult:
     eval_metrics: dict[str, float]
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, n_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def build_optimizer(named: list[tuple[str, torch.nn.Parameter]], cfg: TrainerConfig,
+                    n_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    params = [p for _, p in named]
     # The fused kernel is the same AdamW in one pass over each tensor: several times faster than the
     # multi-tensor default and without its parameter-sized temporaries.
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay, fused=fused or None)
+    adamw = {"lr": cfg.lr, "betas": cfg.adam_betas, "eps": cfg.adam_eps, "weight_decay": cfg.weight_decay,
+             "fused": fused or None}
+    if cfg.online_merging is None:
+        optimizer = torch.optim.AdamW(params, **adamw)
+    else:
+        if any(isinstance(p, DTensor) for p in params):
+            raise ConfigError("trainer.online_merging: not with distributed.strategy fsdp2 (sharded parameters); "
+                              "use one process or ddp")
+        optimizer = OnlineMergingAdamW(named, cfg.online_merging, cfg.seed, base_model_params(cfg.online_merging.base),
+                                       **adamw)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * n_steps)
     name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
     return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=n_steps)
@@ -172,7 +185,12 @@ class _Run:
 
 
 def _trained_params(model: torch.nn.Module, loss_modules: torch.nn.ModuleDict) -> list[torch.nn.Parameter]:
-    return [p for p in [*unwrap(model).parameters(), *loss_modules.parameters()] if p.requires_grad]
+    return [p for _, p in _trained_named(model, loss_modules)]
+
+
+def _trained_named(model: torch.nn.Module, loss_modules: torch.nn.ModuleDict) -> list[tuple[str, torch.nn.Parameter]]:
+    named = [*unwrap(model).named_parameters(), *loss_modules.named_parameters(prefix="loss_modules")]
+    return [(name, p) for name, p in named if p.requires_grad]
 
 
 def _checkpoint(run: _Run, step: int, skipped: int) -> Checkpoint:
@@ -280,7 +298,7 @@ def _build_run(model: torch.nn.Module, objective: Objective, data: LoopData, cfg
     source = data.batch_source(cfg, processes)
     loss_modules = objective.build_modules(unwrap(model)).to(processes.device)
     forward_model = processes.prepare(model)  # before the optimizer: sharding replaces the parameters
-    optimizer, scheduler = build_optimizer(_trained_params(forward_model, loss_modules), cfg, source.num_steps)
+    optimizer, scheduler = build_optimizer(_trained_named(forward_model, loss_modules), cfg, source.num_steps)
     return _Run(forward_model, objective, source, data.hooks, loss_modules, optimizer, scheduler, processes)
 
 
