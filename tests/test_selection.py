@@ -1,6 +1,7 @@
 """Preference-data selectors against hand-computed rankings, and `prefalign data select` end to end."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -114,3 +115,52 @@ def test_preference_strength_end_to_end_feeds_an_adaptive_margin_reward_model(ti
     cfg = rm_config(tiny_model_dir, out, out, tmp_path / "adaptive", steps=1, margin_column="preference_strength")
     cfg.trainer.batch_size = 4
     assert train_reward_model(cfg).loop.steps == 1
+
+
+def test_selective_dpo_keeps_the_lowest_validation_losses():
+    margins = np.array([2.0, -1.0, 0.5, 3.0])
+    s = select("selective_dpo", PairScores(4, out_of_fold=margins), 2)
+    assert s.kept.tolist() == [0, 3]
+    # -log s(h) by hand: log(1 + e^-h)
+    expected = [np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(1.0)), np.log(1 + np.exp(-0.5)), np.log(1 + np.exp(-3.0))]
+    np.testing.assert_allclose(s.score, expected)
+    np.testing.assert_allclose(s.columns["validation_loss"], expected)
+
+
+def test_folds_partition_the_pairs():
+    from prefalign.selection.folds import fold_of
+
+    which = fold_of(11, 3, seed=4)
+    assert sorted(np.bincount(which).tolist()) == [3, 4, 4] and np.array_equal(which, fold_of(11, 3, seed=4))
+    with pytest.raises(ValueError, match="--folds 1"):
+        fold_of(11, 1, 0)
+
+
+def test_selective_dpo_scores_each_pair_by_a_run_that_never_saw_it(tiny_model_dir, tmp_path, monkeypatch):
+    from prefalign.selection import folds
+
+    trained_on, real_train = [], folds._train_fold
+
+    def recording(runs, data, out):
+        trained_on.append({json.loads(line)["prompt"] + json.loads(line)["chosen"] for line in data.read_text().splitlines()})
+        return real_train(runs, data, out)
+
+    monkeypatch.setattr(folds, "_train_fold", recording)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    rows = [dict(r, prompt=f"{r['prompt']} {i}") for i, r in enumerate(PAIRS)]  # 8 distinct pairs
+    source = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "kept.jsonl"
+    result = CliRunner().invoke(app, ["data", "select", str(source), "--out", str(out), "--method", "selective_dpo",
+                                      "--reference", str(tiny_model_dir), "--folds", "2", "--fold-steps", "2",
+                                      "--fold-lr", "1e-2", "--fold-batch-size", "2", "--keep", "0.5"])
+    assert result.exit_code == 0, result.output
+    which = folds.fold_of(8, 2, 0)
+    for k, seen in enumerate(trained_on):  # run k trained on exactly the pairs outside fold k
+        assert seen == {rows[i]["prompt"] + rows[i]["chosen"] for i in range(8) if which[i] != k}
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    losses = [r["score"] for r in report["rows"]]
+    assert len(kept) == 4 and all(r["validation_loss"] <= sorted(losses)[3] + 1e-9 for r in kept)
+    assert not list(scratch.iterdir())  # the fold runs leave nothing behind

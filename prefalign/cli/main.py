@@ -169,7 +169,7 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
                 out: Annotated[Path, typer.Option(help="JSONL of the kept rows; the report goes next to it "
                                                    "(.report.json)")] = Path("selected.jsonl"),
                 method: Annotated[str, typer.Option(help="random | reward_margin | implicit_margin | dual_margin | "
-                                                      "preference_strength")] = "dual_margin",
+                                                      "preference_strength | selective_dpo")] = "dual_margin",
                 keep: Annotated[float, typer.Option(help="a fraction of the pairs (0-1] or a count")] = 0.25,
                 reward_model: Annotated[Optional[str], typer.Option(help="external margin: a reward model "
                                                                     "folder")] = None,
@@ -177,12 +177,18 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
                                                                      "column, or 'score' (score_chosen - "
                                                                      "score_rejected)")] = None,
                 policy: Annotated[Optional[str], typer.Option(help="implicit margin: a DPO-trained model")] = None,
-                reference: Annotated[Optional[str], typer.Option(help="implicit margin: its reference")] = None,
+                reference: Annotated[Optional[str], typer.Option(help="implicit margin: its reference; selective_dpo: "
+                                                                 "the model the fold runs start from")] = None,
                 beta: float = 0.1,
                 ensemble: Annotated[Optional[list[str]], typer.Option(help="reward model folders voting per pair "
                                                                       "(repeat)")] = None,
                 param: Annotated[Optional[list[str]], typer.Option(help="a selector parameter KEY=VALUE, e.g. "
                                                                    "combine=mul (dual_margin), flip=false")] = None,
+                folds: Annotated[int, typer.Option(help="selective_dpo: DPO runs from --reference, each on all folds "
+                                                       "but one")] = 2,
+                fold_steps: Annotated[int, typer.Option(help="selective_dpo: steps of each fold run")] = 100,
+                fold_lr: Annotated[float, typer.Option(help="selective_dpo: learning rate of each fold run")] = 5e-6,
+                fold_batch_size: int = 16,
                 max_length: int = 512, seed: int = 0) -> None:
     """Keep the pairs a selector ranks highest (or a random sample) and write them with a report of why."""
     import yaml
@@ -197,7 +203,8 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
         params[key] = yaml.safe_load(value)
     summary = select_data(source, out, method, keep, seed, params, reward_model=reward_model,
                           margin_column=margin_column, policy=policy, reference=reference, beta=beta,
-                          ensemble=ensemble or None, max_length=max_length)
+                          ensemble=ensemble or None, max_length=max_length,
+                          fold_runs={"folds": folds, "steps": fold_steps, "lr": fold_lr, "batch_size": fold_batch_size})
     console.print(f"{method}: kept {summary['kept']} of {summary['pairs']} pairs ({summary['flipped']} flipped) -> "
                   f"{out}; report {out.with_suffix('.report.json')}", markup=False)
 

@@ -39,7 +39,8 @@ RM_STEPS = 300
 SELECTIONS = [("random", "random", ()), ("reward_margin", "reward_margin", ("external",)),
               ("implicit_margin", "implicit_margin", ("implicit",)),
               ("dual_margin (add)", "dual_margin", ("external", "implicit")),
-              ("preference_strength (3 RMs, flip)", "preference_strength", ("ensemble",))]
+              ("preference_strength (3 RMs, flip)", "preference_strength", ("ensemble",)),
+              ("selective_dpo (2 folds)", "selective_dpo", ("folds",))]
 
 
 def judged_pairs(model: torch.nn.Module, tok: object, n_prompts: int, sigma: float, seed: int) -> list[dict]:
@@ -102,7 +103,10 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
     rms = [folder for folder, _ in trained]
     everything = dpo(root, "all", pool, seed, steps)
     scorers = {"external": {"reward_model": rms[0]}, "implicit": {"policy": everything, "reference": "toy"},
-               "ensemble": {"ensemble": rms}}
+               "ensemble": {"ensemble": rms},
+               # Selective DPO's reference runs: DPO from the base as above, each on half the pool
+               "folds": {"reference": "toy", "max_length": 128,
+                         "fold_runs": {"folds": 2, "steps": steps, "lr": 2e-4, "batch_size": 16}}}
     prompts = random.Random(seed).sample(split_prompts()[1], n_eval)
     rows = [{"selection": f"all {len(pool_rows)} pairs", "pairs": len(pool_rows),
              "label_accuracy": sum(r["_gold_correct"] for r in pool_rows) / len(pool_rows), "flipped": 0,
@@ -140,7 +144,9 @@ def render(result: dict) -> str:
              f"{RM_STEPS} steps on another {s['rm_prompts']} prompts' judged pairs (one for the margin selectors, "
              "three seeds for the vote; accuracy against the gold reward on 300 other prompts' pairs "
              + ", ".join(f"{a:.3f}" for a in result["reward_model_accuracy"])
-             + "); implicit margin: DPO on the whole pool against the base.",
+             + "); implicit margin: DPO on the whole pool against the base; Selective DPO's validation loss: "
+             "two DPO runs from the base with the same settings, each on half the pool, each pair scored by the "
+             "run that did not train on it.",
              f"Label accuracy: kept pairs whose label (after any flip) agrees with the gold reward. Evaluation: "
              f"{s['eval_prompts']} held-out prompts, one sample each at temperature 1; the base scores "
              f"{result['rows'][0]['base_reward']:.3f} mean gold reward there.", "",

@@ -9,6 +9,7 @@ from prefalign.config.schema import DataConfig
 from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model
+from prefalign.selection.folds import FoldRuns, out_of_fold_margins
 from prefalign.selection.selectors import SCORE_HELP, PairScores
 
 
@@ -45,10 +46,11 @@ def _aligned(pairs: list[PreferencePair], scored_pairs: list[PreferencePair], ma
 def pair_scores(source: str, pairs: list[PreferencePair], needs: tuple[str, ...], selector: str,
                 reward_model: str | None = None, margin_column: str | None = None, policy: str | None = None,
                 reference: str | None = None, beta: float = 0.1, ensemble: list[str] | None = None,
-                max_length: int = 512) -> PairScores:
+                max_length: int = 512, fold_runs: dict | None = None, seed: int = 0) -> PairScores:
     """The scores `needs` names (and only those: scoring runs models), from the options given for them;
     every missing option is reported before any model runs."""
-    given = {"external": reward_model or margin_column, "implicit": policy and reference, "ensemble": ensemble}
+    given = {"external": reward_model or margin_column, "implicit": policy and reference, "ensemble": ensemble,
+             "out_of_fold": reference}
     for name in needs:
         if not given[name]:
             raise ValueError(f"selector {selector!r} needs {SCORE_HELP[name]}")
@@ -66,4 +68,7 @@ def pair_scores(source: str, pairs: list[PreferencePair], needs: tuple[str, ...]
     if "ensemble" in needs:
         members = [score_with_reward_model(folder, source, max_length) for folder in ensemble or []]
         scores.ensemble = np.stack([_aligned(pairs, m.pairs, m.margins) for m in members])
+    if "out_of_fold" in needs:
+        runs = FoldRuns(str(reference), beta=beta, max_length=max_length, seed=seed, **(fold_runs or {}))
+        scores.out_of_fold = out_of_fold_margins(source, pairs, runs)
     return scores

@@ -76,7 +76,7 @@ def select_data(source: str, out: Path, method: str, keep: float, seed: int = 0,
     if unknown:
         raise ValueError(f"--param {', '.join(sorted(unknown))}: {method} takes {', '.join(sorted(allowed)) or 'none'}")
     pairs = read_pairs(source)
-    scores = pair_scores(source, pairs, SELECTORS[method].needs, method, **scorers)
+    scores = pair_scores(source, pairs, SELECTORS[method].needs, method, seed=seed, **scorers)
     selection = SELECTORS[method].fn(scores, keep_count(keep, len(pairs)), seed, **(params or {}))
     rows = [p.ref.row for p in pairs]
     summary = report(method, params or {}, rows, selection)

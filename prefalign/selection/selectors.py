@@ -3,7 +3,7 @@ Adding one is one function, one registry line and one test.
 
 Scores per pair (numpy [N]): `external`, a reward model's margin r(y_w) - r(y_l) (or the data's own score
 columns); `implicit`, a DPO model's margin b (d_w - d_l) against its reference; `ensemble`, [M, N] margins of
-M reward models."""
+M reward models; `out_of_fold`, the implicit margin of a small DPO run that never saw the pair (folds.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class PairScores:
     external: np.ndarray | None = None
     implicit: np.ndarray | None = None
     ensemble: np.ndarray | None = None
+    out_of_fold: np.ndarray | None = None
 
     def need(self, name: str, selector: str) -> np.ndarray:
         value = getattr(self, name)
@@ -29,7 +30,9 @@ class PairScores:
 
 SCORE_HELP = {"external": "an external reward margin (--reward-model FOLDER or --margin-column NAME)",
               "implicit": "an implicit DPO margin (--policy and --reference)",
-              "ensemble": "several reward models (--ensemble FOLDER, repeated)"}
+              "ensemble": "several reward models (--ensemble FOLDER, repeated)",
+              "out_of_fold": "out-of-fold DPO runs from a reference (--reference MODEL; --folds, --fold-steps, "
+                             "--fold-lr)"}
 
 
 @dataclass
@@ -128,3 +131,15 @@ def preference_strength(scores: PairScores, keep: int, seed: int = 0, flip: bool
     kept = top(score, keep)
     flipped = kept[mu[kept] < 0] if flip else np.zeros(0, dtype=int)
     return Selection(kept, score, flipped, {"preference_strength": score, "strength_sd": sd})
+
+
+@register_selector("selective_dpo", needs=("out_of_fold",))
+def selective_dpo(scores: PairScores, keep: int, seed: int = 0) -> Selection:
+    """Selective DPO, Gao et al. 2025, "Principled Data Selection for Alignment: The Hidden Risks of Difficult
+    Examples": a pair's difficulty is its validation loss -log s(b h) under reference runs that were not
+    trained on it (here K folds: the one run whose folds exclude it); the overly difficult tail, beyond what
+    the model can learn, hurts alignment, so the `keep` easiest pairs are kept. Writes the loss as column
+    `validation_loss`. (The paper also trains the kept pairs from easy to hard; the loop here shuffles.)"""
+    margin = scores.need("out_of_fold", "selective_dpo")
+    loss = np.logaddexp(0.0, -margin)  # -log s(h), with h = b (d_w - d_l) already scaled by beta
+    return Selection(top(-loss, keep), loss, columns={"validation_loss": loss})

@@ -42,13 +42,15 @@ def export_run(model: torch.nn.Module, tokenizer: object, run_dir: Path, config:
 
 def merged_into_full_precision(adapter_dir: Path, model_config: dict) -> torch.nn.Module:
     """A QLoRA adapter merged into its base loaded again at full precision (model.dtype) on the CPU: merging
-    into the 4-bit weights would round the merged model to 4 bits."""
-    from peft import PeftModel
+    into the 4-bit weights would round the merged model to 4 bits. The adapter's weights are read from its
+    safetensors file into a fresh adapter of the same settings (no `from_pretrained`, no pickle)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     from prefalign.config.schema import ModelConfig
-    from prefalign.models.loading import load_causal_lm, peft_quietly
+    from prefalign.models.loading import add_lora, load_causal_lm
 
-    cfg = ModelConfig.model_validate({**model_config, "quantization": None, "lora": None,
-                                      "gradient_checkpointing": False})
-    with peft_quietly():
-        return PeftModel.from_pretrained(load_causal_lm(cfg), str(adapter_dir)).merge_and_unload()
+    cfg = ModelConfig.model_validate({**model_config, "quantization": None, "gradient_checkpointing": False})
+    adapted = add_lora(load_causal_lm(cfg.model_copy(update={"lora": None})), cfg.lora)
+    set_peft_model_state_dict(adapted, load_file(Path(adapter_dir) / "adapter_model.safetensors"))
+    return adapted.merge_and_unload()
