@@ -155,8 +155,10 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_follows_the_fp32_curve(tiny_mode
 
 @pytest.mark.slow
 def test_compiled_decoder_follows_the_eager_curve(tiny_model_dir, pairs_file, tmp_path):
-    compiled = loss_curve(tiny_model_dir, pairs_file, tmp_path / "compiled", {"compile": True}, steps=4)
-    eager = loss_curve(tiny_model_dir, pairs_file, tmp_path / "eager", steps=4)
+    # two steps: the first runs the compiled forward and backward, the second the graphs after an update;
+    # on 2 CPU cores each recompilation for a new shape costs minutes
+    compiled = loss_curve(tiny_model_dir, pairs_file, tmp_path / "compiled", {"compile": True}, steps=2)
+    eager = loss_curve(tiny_model_dir, pairs_file, tmp_path / "eager", steps=2)
     assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-4)
 
 
