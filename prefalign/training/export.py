@@ -48,9 +48,9 @@ def merged_into_full_precision(adapter_dir: Path, model_config: dict) -> torch.n
     from safetensors.torch import load_file
 
     from prefalign.config.schema import ModelConfig
-    from prefalign.models.loading import add_lora, load_causal_lm
+    from prefalign.models.loading import load_policy
 
-    cfg = ModelConfig.model_validate({**model_config, "quantization": None, "gradient_checkpointing": False})
-    adapted = add_lora(load_causal_lm(cfg.model_copy(update={"lora": None})), cfg.lora)
+    adapted = load_policy(ModelConfig.model_validate({**model_config, "quantization": None,
+                                                      "gradient_checkpointing": False}))
     set_peft_model_state_dict(adapted, load_file(Path(adapter_dir) / "adapter_model.safetensors"))
     return adapted.merge_and_unload()
