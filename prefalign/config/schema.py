@@ -88,12 +88,33 @@ class ReferenceConfig(Strict):
     with the examples, so no reference model stays in memory; with `cache` (default) the table is kept on
     disk under `cache_dir` (default $PREFALIGN_CACHE or ~/.cache/prefalign) and reused by any later run with
     the same reference and token ids. none: for reference-free losses.
+    soup (SALSA, Chegini et al. 2024): the reference is the weight average of these models (two SFT models
+    fine-tuned from one base, typically), sum_i w_i theta_i with `soup_weights` (default 1/M each); kind copy
+    or precomputed, instead of name_or_path.
     """
 
     kind: Literal["auto", "copy", "adapter", "precomputed", "none"] = "auto"
     name_or_path: str | None = None
+    soup: list[str] = Field(default_factory=list, description="models whose weight average is the reference")
+    soup_weights: list[float] | None = Field(None, description="a weight per soup model; default 1/M each")
     cache: bool = True
     cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _soup(self) -> ReferenceConfig:
+        if not self.soup:
+            if self.soup_weights is not None:
+                raise ValueError("reference.soup_weights needs reference.soup")
+            return self
+        if len(self.soup) < 2:
+            raise ValueError("reference.soup: a soup averages at least two models")
+        if self.name_or_path:
+            raise ValueError("reference.soup and reference.name_or_path both name the reference; keep one")
+        if self.kind in ("adapter", "none"):
+            raise ValueError(f"reference.kind={self.kind} cannot use reference.soup; use copy or precomputed")
+        if self.soup_weights is not None and len(self.soup_weights) != len(self.soup):
+            raise ValueError(f"reference.soup_weights: {len(self.soup_weights)} weights for {len(self.soup)} models")
+        return self
 
 
 class PairRule(Strict):
@@ -369,6 +390,19 @@ class CostConfig(Strict):
     normalise: bool = Field(True, description="learn from (r - lambda c) / (1 + lambda), as Safe RLHF")
 
 
+class DPORewardConfig(Strict):
+    """RTO (prefalign/rl/dense_reward.py): a DPO-trained model's token-wise implicit reward,
+    beta (log pi_dpo - log pi_dpo_ref), added to every completion token's reward."""
+
+    model: str = Field(description="the DPO-trained policy: model folder or run folder")
+    reference: str | None = Field(None, description="the reference the DPO run trained against; default "
+                                                    "model.name_or_path (the policy RL starts from)")
+    beta: float = Field(0.1, gt=0, description="the DPO run's beta, or another scale")
+    placement: Literal["token", "sequence"] = Field(
+        "token", description="token: each token's r_t on that token (RTO); sequence: their sum on the last "
+        "token, DPO's sentence-level implicit reward (the ablation RTO compares with)")
+
+
 class ElasticResetConfig(Strict):
     """Elastic Reset (prefalign/rl/elastic_reset.py): the policy's moving average with `decay`, and every
     `every` steps the policy reset to it and it to the initial model."""
@@ -396,6 +430,9 @@ class RLConfig(Strict):
     overlong_buffer: int = Field(8, ge=1, description="the overlong reward term's soft band, in tokens")
     kl: KLConfig = KLConfig()
     cost: CostConfig | None = None
+    dpo_reward: DPORewardConfig | None = None
+    demonstrations: str | None = Field(None, description="SRFT: a demonstration joins every group: toy (the "
+                                       "toy world's ideal answer) or a file with prompt and completion fields")
     elastic_reset: ElasticResetConfig | None = None
     epochs: int = Field(1, gt=0, description="passes over each rollout (PPO epochs)")
     minibatches: int = Field(1, gt=0, description="optimizer steps per pass over a rollout")

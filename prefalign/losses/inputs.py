@@ -121,7 +121,8 @@ class PolicyLogps:
     """What a policy-gradient loss sees, per completion token [N, T] (zero off the completion, `mask` 1 on it):
     the current policy's log-probs (differentiable), the log-probs of the policy that sampled (`old`) and of
     the reference, taken once when the rollout was made, and the advantages. PPO's critic adds its current
-    estimates (`values`), those at sampling time (`old_values`) and the returns it regresses on."""
+    estimates (`values`), those at sampling time (`old_values`) and the returns it regresses on. SRFT reads
+    which rows are demonstrations, the outcome rewards and the sampling policy's entropy."""
 
     logps: torch.Tensor
     old: torch.Tensor
@@ -131,6 +132,9 @@ class PolicyLogps:
     values: torch.Tensor | None = None
     old_values: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None  # [N] each sequence's outcome reward
+    demo: torch.Tensor | None = None  # [N] 1 for a demonstration joined to its group (SRFT), else 0
+    entropy: float = 0.0  # the sampling policy's mean token entropy over the rollout's own samples
 
     def ratio(self) -> torch.Tensor:
         """pi_theta(y_t | x, y_<t) / pi_old(y_t | x, y_<t), 1 off the completion."""

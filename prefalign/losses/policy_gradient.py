@@ -7,6 +7,8 @@ Notation: r_t = pi_theta(y_t|.) / pi_old(y_t|.), A_t the advantage, eps_low / ep
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import Field
 
@@ -98,3 +100,40 @@ def value_loss(x: PolicyLogps, clip: float | None, hidden: int, module: torch.nn
         clipped = x.old_values + (x.values - x.old_values).clamp(-clip, clip)
         err = torch.maximum(err, (clipped - x.returns) ** 2)
     return 0.5 * err, {"rl/value_error": x.sequence_mean(err.detach())}
+
+
+class SRFTParams(LossParams):
+    sft_coef: float = Field(0.5, ge=0, description="w_SFT = sft_coef * exp(-H)")
+    rl_coef: float = Field(0.1, ge=0, description="w_RL = rl_coef * exp(H), on the positive samples")
+    eps: float = Field(0.2, ge=0, description="the clip range of the demonstrations' RL term")
+    positive: float = Field(0.0, description="a sample whose outcome reward is above this is a positive y+")
+
+
+@register_loss("srft", SRFTParams, needs=("token_logps", "demonstrations"), kind="policy")
+def srft(x: PolicyLogps, sft_coef: float, rl_coef: float, eps: float, positive: float) -> tuple[torch.Tensor, dict]:
+    """SRFT (Fu et al. 2025, "A Single-Stage Method with Supervised and Reinforcement Fine-Tuning"): SFT and RL
+    in one loss over groups holding the policy's samples and a demonstration (rl.demonstrations),
+
+      L = w_SFT E_demo[-log pi(y)]                                         SFT on the demonstration
+          - E_demo[min(r_t A, clip(r_t, 1 - eps, 1 + eps) A)], r_t = pi(y_t)  off-policy RL on it (pi_beta = 1)
+          + w_RL E_{y+}[-log pi(y+)] + E_{y-}[log pi(y-)]                    the policy's own samples
+
+    with w_SFT = sft_coef sg(exp(-H)) and w_RL = rl_coef sg(exp(H)), H the policy's entropy (here its mean
+    token entropy on the rollout's own samples, taken when they were drawn), A the demonstration's advantage
+    within its group (rl.advantage over the G samples and the demonstration) and y+/y- the samples whose
+    outcome reward is above/not above `positive`. The SFT weight falls as the policy grows uncertain; the
+    positive samples' weight rises, which lowers the entropy again. Coefficients 0.5 and 0.1 as the paper's.
+    The signs of the entropy in the two weights are read from the paper's description (a secondary note
+    writes exp(-H) for both)."""
+    if x.demo is None or x.rewards is None:
+        raise ValueError("srft needs rl.demonstrations")
+    demo = x.demo[:, None]
+    w_sft = sft_coef * math.exp(-x.entropy)
+    w_rl = rl_coef * math.exp(x.entropy)
+    prob = torch.exp(x.logps * x.mask)
+    demo_loss = -w_sft * x.logps - torch.minimum(prob * x.advantages, prob.clamp(1 - eps, 1 + eps) * x.advantages)
+    pos = (x.rewards > positive).float()[:, None]
+    own_loss = -w_rl * pos * x.logps + (1 - pos) * x.logps
+    n = x.logps.shape[0]
+    return demo * demo_loss + (1 - demo) * own_loss, {
+        "rl/srft_w_sft": torch.full((n,), w_sft), "rl/srft_w_rl": torch.full((n,), w_rl)}

@@ -35,6 +35,7 @@ NEEDS = {
     "reference_hidden": "the reference's hidden states at every layer",
     "values": "a value head's estimates at every completion position (PPO's critic)",
     "kl_baseline": "KTO's KL reference point: policy and reference on mismatched (prompt, completion) rows",
+    "demonstrations": "a demonstration in every rollout group (rl.demonstrations) and the policy's entropy",
 }
 # Needs that are answered by running the reference model on the batch.
 REFERENCE_NEEDS = frozenset({"reference", "reference_token_logps", "token_kl", "reference_hidden"})

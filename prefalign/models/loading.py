@@ -157,6 +157,13 @@ def inference_tokenizer(path: str, trust_remote_code: bool = False) -> object:
     return load_pretrained_files(AutoTokenizer, str(folder), trust_remote_code=trust_remote_code)
 
 
+def frozen_model(cfg: ModelConfig, path: str) -> PreTrainedModel:
+    """Another model the run reads but never trains (a soup ingredient, RTO's DPO model): loaded as for
+    inference (model, run or checkpoint folder), in the policy's dtype, dropout off, on no device yet."""
+    model = load_for_inference(path, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    return disable_dropout(model.to(DTYPES[cfg.dtype])).eval().requires_grad_(False)
+
+
 def load_for_inference(path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> PreTrainedModel:
     """A trained policy by where it lies: a model folder, hub id or `toy`; a run folder (its `model/`); or one
     checkpoint of a run (`RUN/checkpoints/step-N`: the run's config.yaml rebuilds the model, its adapter included,

@@ -26,7 +26,8 @@ def token_logps(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor
 def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep_tokens: bool = False,
                    wpo: bool = False, keep_vocab: bool = False, kl_from: SequenceLogps | None = None,
                    keep_hidden: bool = False, chunk: int | None = None,
-                   keep_final_hidden: bool = False, temperature: float = 1.0) -> SequenceLogps:
+                   keep_final_hidden: bool = False, temperature: float = 1.0,
+                   keep_entropy: bool = False) -> SequenceLogps:
     """`kl_from`: a reference's outputs for the same batch, taken with keep_vocab; the result then carries
     token_kl. `chunk`: completion positions per LM-head chunk in the packed layout (default LOGP_CHUNK).
     `temperature`: log-probs of softmax(logits / temperature), the distribution a sampler at that
@@ -34,7 +35,8 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep
     if isinstance(batch, PackedBatch):
         return packed_sequence_logps(model, batch, chunk or LOGP_CHUNK, keep_tokens=keep_tokens, wpo=wpo,
                                      keep_vocab=keep_vocab, kl_from=kl_from, keep_hidden=keep_hidden,
-                                     keep_final_hidden=keep_final_hidden, temperature=temperature)
+                                     keep_final_hidden=keep_final_hidden, temperature=temperature,
+                                     keep_entropy=keep_entropy)
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 output_hidden_states=keep_hidden or keep_final_hidden)
     logits = out.logits[:, :-1].float() / temperature
@@ -61,7 +63,15 @@ def sequence_logps(model: torch.nn.Module, batch: TokenBatch | PackedBatch, keep
         result.hidden = torch.stack([h[:, :-1].detach() for h in out.hidden_states[1:]])
     if keep_final_hidden:
         result.final_hidden = out.hidden_states[-1][:, :-1].detach() * mask[..., None]
+    if keep_entropy:
+        result.entropy = entropy_of(logits.detach()) * mask
     return result
+
+
+def entropy_of(logits: torch.Tensor) -> torch.Tensor:
+    """H = -sum_v p_v log p_v of softmax(logits) over the last dimension."""
+    log_probs = logits.float().log_softmax(-1)
+    return -(log_probs.exp() * log_probs).sum(-1)
 
 
 # -- the packed, prefix-shared layout -------------------------------------------------------------------------
@@ -172,12 +182,14 @@ class TemperedHead(torch.nn.Module):
 def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int = LOGP_CHUNK,
                           keep_tokens: bool = False, wpo: bool = False, keep_vocab: bool = False,
                           kl_from: SequenceLogps | None = None, keep_hidden: bool = False,
-                          keep_final_hidden: bool = False, temperature: float = 1.0) -> SequenceLogps:
+                          keep_final_hidden: bool = False, temperature: float = 1.0,
+                          keep_entropy: bool = False) -> SequenceLogps:
     """Completion log-probs per output sequence from a packed, prefix-shared batch. The LM head runs only on
     the positions that predict completion tokens, chunk by chunk, and so do the token-level KL (against the
     reference's head and hidden states) and WPO's weights."""
     lm = causal_lm(model)
-    token_level = keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden or keep_final_hidden
+    token_level = (keep_tokens or wpo or keep_vocab or kl_from is not None or keep_hidden or keep_final_hidden
+                   or keep_entropy)
     if token_level and not supports_chunked_head(model):
         raise ValueError("token-level outputs of a model that post-processes its logits need the padded layout "
                          "(engine.packed: false)")
@@ -220,4 +232,8 @@ def packed_sequence_logps(model: torch.nn.Module, batch: PackedBatch, chunk: int
         result.hidden = _grid(per_layer.transpose(0, 1), batch.slot, col, n).permute(2, 0, 1, 3)
     if keep_final_hidden:
         result.final_hidden = _grid(picked.detach(), batch.slot, col, n)
+    if keep_entropy:
+        with torch.no_grad():  # chunk by chunk, so no [M, vocab] tensor is kept
+            h = torch.cat([entropy_of(tempered(part)) for part in picked.split(chunk)])
+        result.entropy = _grid(h, batch.slot, col, n)
     return result

@@ -23,7 +23,8 @@ class SequenceLogps:
                     differentiable in the policy
       hidden        hidden states of every layer after the embeddings ([L, N, T-1, H], no gradient)
       final_hidden  the last layer's hidden states on the same grid as `tokens` ([N, T, H], no gradient;
-                    what a critic's value head reads)"""
+                    what a critic's value head reads)
+      entropy       the next-token distribution's entropy on the same grid ([N, T], no gradient; SRFT)"""
 
     sum: torch.Tensor
     n_tokens: torch.Tensor
@@ -35,4 +36,5 @@ class SequenceLogps:
     hidden: torch.Tensor | None = None
     head_hidden: torch.Tensor | None = None
     head: torch.nn.Module | None = None
+    entropy: torch.Tensor | None = None
     final_hidden: torch.Tensor | None = None

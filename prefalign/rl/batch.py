@@ -31,6 +31,8 @@ class RolloutGroup:
     ref: list[list[float]] | None = None
     old_values: list[list[float]] | None = None
     returns: list[list[float]] | None = None
+    dense_reward: list[list[float]] | None = None  # RTO's token rewards (logged; folded into the advantages)
+    demos: list[bool] | None = None  # SRFT: which members are demonstrations rather than samples
 
     def as_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -51,6 +53,9 @@ class PolicyBatch:
     returns: torch.Tensor | None = None
     kl_coef: float = 0.0
     starts: list[int] = field(default_factory=list)  # each sequence's first completion column on the grid
+    rewards: torch.Tensor | None = None  # [N] outcome rewards
+    demo: torch.Tensor | None = None  # [N] 1 for a demonstration (SRFT), else 0
+    entropy: float = 0.0  # the sampling policy's mean token entropy on the rollout's own samples (SRFT)
 
     def rows(self, values: torch.Tensor) -> list[list[float]]:
         """A grid [N, T] back to per-sequence lists along each completion."""
@@ -62,7 +67,8 @@ class PolicyBatch:
         return int(self.mask.shape[0])
 
     def to(self, device: torch.device | str) -> PolicyBatch:
-        moved = {name: None if getattr(self, name) is None else getattr(self, name).to(device) for name in PER_TOKEN}
+        moved = {name: None if getattr(self, name) is None else getattr(self, name).to(device)
+                 for name in (*PER_TOKEN, "rewards", "demo")}
         return replace(self, tokens=self.tokens.to(device), index=self.index.to(device), mask=self.mask.to(device),
                        **moved)
 
@@ -92,12 +98,14 @@ def sequence_layout(groups: list[RolloutGroup], pad_id: int, packed: bool,
 
 
 def collate_groups(groups: list[RolloutGroup], index: list[int], pad_id: int, packed: bool = True,
-                   capacity: int | None = None, kl_coef: float = 0.0) -> PolicyBatch:
+                   capacity: int | None = None, kl_coef: float = 0.0, entropy: float = 0.0) -> PolicyBatch:
     tokens, starts, width = sequence_layout(groups, pad_id, packed, capacity)
     mask = grid([[1.0] * len(c) for g in groups for c in g.completions], starts, width)
     per_token = {}
     for name in PER_TOKEN:
         values = [getattr(g, name) for g in groups]
         per_token[name] = None if any(v is None for v in values) else grid([r for v in values for r in v], starts, width)
+    rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
+    demo = torch.tensor([float(d) for g in groups for d in (g.demos or [False] * len(g.completions))])
     return PolicyBatch(tokens, torch.tensor(index, dtype=torch.long), mask, kl_coef=kl_coef, starts=starts,
-                       **per_token)
+                       rewards=rewards, demo=demo, entropy=entropy, **per_token)

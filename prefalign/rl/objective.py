@@ -59,7 +59,7 @@ class PolicyObjective(LossObjective):
         old = logps.detach() if batch.old is None else batch.old
         values = None if self.critic is None else self.values(out.final_hidden, batch.mask)
         return PolicyLogps(logps, old, batch.advantages, batch.mask, batch.ref, values, batch.old_values,
-                           batch.returns)
+                           batch.returns, batch.rewards, batch.demo, batch.entropy)
 
     def loss(self, model: torch.nn.Module, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = self.policy_logps(model, batch)

@@ -10,17 +10,20 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
-from prefalign.config.schema import RLTrainConfig
+from prefalign.config.schema import RLConfig, RLTrainConfig
 from prefalign.losses.registry import build_losses, loss_kind
 from prefalign.models.engine import precision_context
-from prefalign.models.loading import disable_dropout, load_policy, load_tokenizer
+from prefalign.models.loading import disable_dropout, frozen_model, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.online.recipe import OnlineRun, online_prompts
 from prefalign.online.rollouts import RolloutLog
 from prefalign.rl.advantages import ADVANTAGES
 from prefalign.rl.batch import collate_groups
+from prefalign.rl.demonstrations import DemonstrationIds, load_demonstrations
+from prefalign.rl.dense_reward import DPOTokenReward
 from prefalign.rl.elastic_reset import ElasticReset
 from prefalign.rl.objective import PolicyObjective
 from prefalign.rl.rewards import RewardTerms
@@ -46,8 +49,32 @@ def check_rl_config(cfg: RLTrainConfig, losses: list) -> None:
                          "set rl.kl.placement: reward")
     if cfg.distributed.strategy == "fsdp2":
         raise ValueError("prefalign rl runs in one process or with DDP; every rank samples with the whole model")
+    wants_demos = any("demonstrations" in t.spec.needs for t in losses)
+    if wants_demos != (rl.demonstrations is not None):
+        raise ValueError("rl.demonstrations and the srft loss go together (SRFT joins a demonstration to every "
+                         "group and learns from both)")
+    if rl.dpo_reward is not None and rl.dynamic_sampling:
+        raise ValueError("rl.dynamic_sampling drops groups whose outcome rewards are equal, which ignores "
+                         "rl.dpo_reward's token rewards; turn one off")
     if rl.group_size < 2 and rl.advantage in ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"):
         raise ValueError(f"rl.advantage {rl.advantage} compares samples of a prompt: rl.group_size must be >= 2")
+
+
+def dense_reward(cfg: RLTrainConfig, device: torch.device) -> DPOTokenReward | None:
+    """RTO's token-wise DPO reward from `rl.dpo_reward`, its two models frozen on the policy's device."""
+    d = cfg.rl.dpo_reward
+    if d is None:
+        return None
+    dpo = frozen_model(cfg.model, d.model).to(device)
+    reference = frozen_model(cfg.model, d.reference or cfg.model.name_or_path).to(device)
+    return DPOTokenReward(dpo, reference, d.beta)
+
+
+def demonstrations(rl: RLConfig, prompts: list[str], tokenizer: object) -> DemonstrationIds | None:
+    """SRFT's demonstration per prompt, as token ids after the sampler's prompt ids."""
+    if rl.demonstrations is None:
+        return None
+    return DemonstrationIds(tokenizer, load_demonstrations(rl.demonstrations, prompts))
 
 
 def train_rl(cfg: RLTrainConfig, resume: bool = False, console: Console | None = None,
@@ -77,7 +104,8 @@ def train_rl(cfg: RLTrainConfig, resume: bool = False, console: Console | None =
     prompts = online_prompts(cfg.rl.prompts, cfg.trainer.seed)
     source = GroupRolloutSource(policy, tokenizer, prompts, RewardTerms(cfg.rl), cfg.rl, cfg.trainer, collate,
                                 reference, objective.values if objective.critic else None, processes.rank,
-                                processes.world, log)
+                                processes.world, log, dense_reward(cfg, processes.device),
+                                demonstrations(cfg.rl, prompts, tokenizer))
     t = cfg.trainer
     console.print(f"rl: {len(prompts)} prompts, {t.batch_size * t.grad_accum} x {cfg.rl.group_size} samples a "
                   f"step, advantage {cfg.rl.advantage}, losses {', '.join(x.name for x in cfg.loss)}, "

@@ -4,8 +4,9 @@ A rollout takes the next trainer.batch_size x grad_accum x rl.minibatches prompt
 completions of each from the policy as it is now (eval mode, no grad), scores them with the reward terms,
 and computes once, with no gradient: the sampling policy's per-token log-probs (the `old` of the importance
 ratio; skipped when each rollout makes one step, where old = current exactly), the reference's (when a KL
-term is on), the critic's values (PPO). The KL-in-reward terms, the advantages and the returns follow. The
-loop is then handed the rollout's groups, shuffled per epoch, one mini-batch a step.
+term is on), the critic's values (PPO) and RTO's dense reward (prefalign/rl/dense_reward.py). The per-token
+reward terms (KL in the reward, the dense reward), the advantages and the returns follow. The loop is then
+handed the rollout's groups, shuffled per epoch, one mini-batch a step.
 
 DAPO's dynamic sampling drops the groups whose rewards are all equal (zero advantage, no gradient) and
 draws more prompts to fill the rollout, at most MAX_DRAWS times.
@@ -49,6 +50,9 @@ class RolloutStats:
     samples: int = 0
     tokens: int = 0
     kl: float = 0.0  # mean per-sequence KL(pi_old || pi_ref), summed over tokens
+    dense: float = 0.0  # mean per-sequence sum of RTO's token rewards
+    entropy: float = 0.0  # mean token entropy of the sampling policy on its own samples (with demos)
+    demo_reward: float = 0.0  # mean reward of the demonstrations
     cost_sum: float = 0.0
     term_means: dict | None = None
     generate_s: float = 0.0
@@ -62,12 +66,13 @@ class GroupRolloutSource(BatchSource):
     def __init__(self, policy: torch.nn.Module, tokenizer: object, prompts: list[str], rewards: RewardTerms,
                  cfg: RLConfig, trainer: TrainerConfig, collate: Callable[..., PolicyBatch],
                  reference: Reference | None = None, critic: Callable | None = None, rank: int = 0,
-                 world: int = 1, log: RolloutLog | None = None) -> None:
+                 world: int = 1, log: RolloutLog | None = None, dense: Callable | None = None,
+                 demos: Callable[[str, list[int]], list[int]] | None = None) -> None:
         if not trainer.max_steps:
             raise ValueError("rl needs trainer.max_steps (there are no epochs over sampled data)")
         self.policy, self.tokenizer, self.prompts, self.rewards = policy, tokenizer, prompts, rewards
         self.cfg, self.seed, self.collate, self.log = cfg, trainer.seed, collate, log
-        self.reference, self.critic = reference, critic
+        self.reference, self.critic, self.dense, self.demos = reference, critic, dense, demos
         self.per_step = trainer.batch_size * trainer.grad_accum
         self.micro_size = trainer.micro_batch_size or trainer.batch_size
         self.rank, self.world = rank, world
@@ -76,6 +81,7 @@ class GroupRolloutSource(BatchSource):
         self.rollout, self.cursor, self.samples_total = -1, 0, 0
         self.kl_coef = cfg.kl.coef if cfg.kl.placement != "none" else 0.0
         self.rollout_kl_coef = self.kl_coef  # the coefficient the current rollout trains with
+        self.rollout_entropy = 0.0  # the sampling policy's mean token entropy (measured when demos are on)
         self.costs = RewardTerms(cfg, [(cfg.cost.name, 1.0)], "rl.cost") if cfg.cost is not None else None
         self.multiplier = cfg.cost.multiplier_init if cfg.cost is not None else 0.0
         self.rollout_multiplier = self.multiplier
@@ -104,8 +110,8 @@ class GroupRolloutSource(BatchSource):
             raise ValueError(f"rollout {self.rollout} kept no group for step {step}: every group's rewards were "
                              f"equal in {MAX_DRAWS} draws (dynamic sampling); raise rl.group_size or the temperature")
         micro, fillers = split_step(indices, self.micro_size, self.rank, self.world)
-        return StepBatches([self.collate([self.groups[i] for i in idx], idx, kl_coef=self.rollout_kl_coef)
-                            for idx in micro], fillers)
+        return StepBatches([self.collate([self.groups[i] for i in idx], idx, kl_coef=self.rollout_kl_coef,
+                                         entropy=self.rollout_entropy) for idx in micro], fillers)
 
     def metrics(self) -> dict[str, float]:
         s, fresh = self.last, self._fresh
@@ -113,7 +119,8 @@ class GroupRolloutSource(BatchSource):
         out = {"rl/reward_mean": s.reward_sum / n, "rl/reward_std_in_group": s.reward_spread / max(s.groups_drawn, 1),
                "rl/zero_spread_groups": s.zero_spread / max(s.groups_drawn, 1), "rl/response_length": s.tokens / n,
                "rl/kl_rollout": s.kl, "rl/kl_coef": self.rollout_kl_coef, "rl/groups": float(len(self.groups)),
-               "rl/cost_mean": s.cost_sum / n, "rl/lagrange_multiplier": self.rollout_multiplier,
+               "rl/cost_mean": s.cost_sum / n, "rl/dense_reward": s.dense, "rl/entropy": s.entropy,
+               "rl/demo_reward": s.demo_reward, "rl/lagrange_multiplier": self.rollout_multiplier,
                "rl/rollout": float(self.rollout), "rl/samples": float(self.samples_total),
                "time/generate": s.generate_s if fresh else 0.0, "time/score": s.score_s if fresh else 0.0,
                "time/rollout_logps": s.logps_s if fresh else 0.0}
@@ -122,7 +129,7 @@ class GroupRolloutSource(BatchSource):
     def state_dict(self) -> dict:
         return {"rollout": self.rollout, "cursor": self.cursor, "samples_total": self.samples_total,
                 "kl_coef": self.kl_coef, "rollout_kl_coef": self.rollout_kl_coef, "multiplier": self.multiplier,
-                "rollout_multiplier": self.rollout_multiplier,
+                "rollout_multiplier": self.rollout_multiplier, "rollout_entropy": self.rollout_entropy,
                 "groups": [g.as_json() for g in self.groups], "last": vars(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -131,6 +138,7 @@ class GroupRolloutSource(BatchSource):
         self.rollout, self.cursor, self.samples_total = state["rollout"], state["cursor"], state["samples_total"]
         self.kl_coef, self.rollout_kl_coef = state["kl_coef"], state["rollout_kl_coef"]
         self.multiplier, self.rollout_multiplier = state["multiplier"], state["rollout_multiplier"]
+        self.rollout_entropy = state.get("rollout_entropy", 0.0)
         self.groups = [RolloutGroup(**g) for g in state["groups"]]
         self.last = RolloutStats(**state["last"])
         if self.log is not None:
@@ -154,6 +162,7 @@ class GroupRolloutSource(BatchSource):
             seed = (self.seed * 1_000_003 + rollout) * 31 + draw
             records += self._draw(self._next_prompts(need - len(groups)), seed, rollout, step, groups, stats)
         stats.term_means = {k: v / max(stats.samples, 1) for k, v in stats.term_means.items()}
+        stats.demo_reward /= max(stats.groups_drawn, 1)
         self.groups, self.rollout, self.last = groups[:need], rollout, stats
         if self.cfg.cost is not None:
             c = self.cfg.cost
@@ -177,30 +186,41 @@ class GroupRolloutSource(BatchSource):
             drawn = sample(self.policy, self.tokenizer, prompts, n=g, max_new_tokens=self.cfg.max_new_tokens,
                            temperature=self.cfg.temperature, batch_size=self.cfg.generation_batch_size, seed=seed)
         t1 = time.perf_counter()
-        flat: list[Sample] = [s for row in drawn for s in row]
-        scored = self._score(flat, seed, stats)
+        self.samples_total += len(prompts) * g
+        if self.demos is not None:  # SRFT: the prompt's demonstration joins its group as member g
+            drawn = [row + [self._demonstration(p, row[0].prompt_ids)] for p, row in zip(prompts, drawn)]
+        m = len(drawn[0])
+        scored = self._score([s for row in drawn for s in row], seed, stats)
         stats.generate_s += t1 - t0
         stats.score_s += time.perf_counter() - t1
-        self.samples_total += len(flat)
         records = []
         for i, (prompt, row) in enumerate(zip(prompts, drawn)):
-            rewards = scored.total[i * g:(i + 1) * g]
-            spread = statistics.pstdev(rewards) if g > 1 else 0.0
+            rewards = scored.total[i * m:(i + 1) * m]
+            spread = statistics.pstdev(rewards) if m > 1 else 0.0
             kept = spread > 0 or not self.cfg.dynamic_sampling
+            own = rewards[:g]  # the policy's samples; a demonstration's reward is logged on its own
             stats.groups_drawn += 1
             stats.zero_spread += spread == 0
             stats.reward_spread += spread
             stats.samples += g
-            stats.reward_sum += sum(rewards)
-            stats.tokens += sum(len(s.completion_ids) for s in row)
+            stats.reward_sum += sum(own)
+            stats.demo_reward += sum(rewards[g:])
+            stats.tokens += sum(len(s.completion_ids) for s in row[:g])
             for name, values in scored.terms.items():
-                stats.term_means[name] = stats.term_means.get(name, 0.0) + sum(values[i * g:(i + 1) * g])
+                stats.term_means[name] = stats.term_means.get(name, 0.0) + sum(values[i * m:i * m + g])
+            demos = [j >= g for j in range(m)] if m > g else None
             if kept:
-                groups.append(RolloutGroup(list(row[0].prompt_ids), [list(s.completion_ids) for s in row], rewards))
+                groups.append(RolloutGroup(list(row[0].prompt_ids), [list(s.completion_ids) for s in row], rewards,
+                                           demos=demos))
             records.append({"round": rollout, "policy_step": step, "prompt": prompt,
                             "completions": [s.text for s in row], "rewards": rewards, "kept": kept,
-                            "terms": {k: v[i * g:(i + 1) * g] for k, v in scored.terms.items()}})
+                            "terms": {k: v[i * m:(i + 1) * m] for k, v in scored.terms.items()}}
+                           | ({"demonstrations": demos} if demos else {}))
         return records
+
+    def _demonstration(self, prompt: str, prompt_ids: list[int]) -> Sample:
+        ids = self.demos(prompt, prompt_ids)
+        return Sample(prompt, prompt_ids, ids, self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _score(self, flat: list[Sample], seed: int, stats: RolloutStats) -> RewardBreakdown:
         """The reward terms; under a cost constraint the Lagrangian reward, with the cost as a term."""
@@ -223,6 +243,8 @@ class GroupRolloutSource(BatchSource):
         in_reward = kl_on and self.cfg.kl.placement == "reward"
         policy_pass = self.steps_per_rollout > 1 or self.critic is not None or in_reward
         rows = self._forward_passes(groups, policy_pass, kl_on)
+        if "entropy" in rows:
+            stats.entropy = self.rollout_entropy = own_mean_entropy(groups, rows.pop("entropy"))
         width = max(len(c) for g in groups for c in g.completions)
         grids = {name: grid(values, [0] * len(values), width) for name, values in rows.items()}
         mask = grid([[1.0] * len(c) for g in groups for c in g.completions], [0] * sum(map(_size, groups)), width)
@@ -233,6 +255,13 @@ class GroupRolloutSource(BatchSource):
             if self.cfg.kl.placement == "reward":
                 token_rewards = -self.rollout_kl_coef * kl
         rewards = torch.tensor([g.rewards for g in groups], dtype=torch.float32)
+        if "dense_reward" in grids:
+            dense = grids["dense_reward"] * mask
+            stats.dense = float(dense.sum(-1).mean())
+            if self.cfg.dpo_reward.placement == "token":
+                token_rewards = token_rewards + dense
+            else:
+                rewards = rewards + dense.sum(-1).view_as(rewards)
         inputs = AdvantageInputs(rewards, token_rewards, mask, grids.get("old_values"), self.cfg.gamma, self.cfg.lam)
         out = ADVANTAGES[self.cfg.advantage](inputs)
         lengths = [len(c) for g in groups for c in g.completions]
@@ -253,20 +282,34 @@ class GroupRolloutSource(BatchSource):
         device = next(self.policy.parameters()).device
         was_training = self.policy.training
         self.policy.eval()
+        entropy = self.demos is not None  # SRFT's weights read the sampling policy's entropy
         for start in range(0, len(groups), self.micro_size):
             part = groups[start:start + self.micro_size]
             batch = self.collate(part, list(range(len(part)))).to(device)
-            if policy_pass:
-                res = sequence_logps(self.policy, batch.tokens, keep_tokens=True,
+            if policy_pass or entropy:
+                res = sequence_logps(self.policy, batch.tokens, keep_tokens=True, keep_entropy=entropy,
                                      keep_final_hidden=self.critic is not None, temperature=self.cfg.temperature)
+            if policy_pass:
                 out.setdefault("old", []).extend(batch.rows(res.tokens))
                 if self.critic is not None:
                     out.setdefault("old_values", []).extend(batch.rows(self.critic(res.final_hidden, batch.mask)))
+            if entropy:
+                out.setdefault("entropy", []).extend(batch.rows(res.entropy))
             if ref_pass and self.reference is not None:
                 ref = self.reference.outputs(batch, keep_tokens=True, temperature=self.cfg.temperature)
                 out.setdefault("ref", []).extend(batch.rows(ref.tokens))
+            if self.dense is not None:
+                out.setdefault("dense_reward", []).extend(batch.rows(self.dense(batch.tokens)))
         self.policy.train(was_training)
         return out
+
+
+def own_mean_entropy(groups: list[RolloutGroup], entropy: list[list[float]]) -> float:
+    """Mean token entropy over the policy's own samples (demonstrations left out), from per-sequence lists
+    in the groups' order."""
+    flags = [d for g in groups for d in (g.demos or [False] * len(g.completions))]
+    own = [h for row, is_demo in zip(entropy, flags) if not is_demo for h in row]
+    return sum(own) / max(len(own), 1)
 
 
 def _size(group: RolloutGroup) -> int:

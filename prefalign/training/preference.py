@@ -38,8 +38,9 @@ from prefalign.losses.registry import (
     combined_needs,
     loss_kind,
 )
+from prefalign.merging.merge import MergeRecipe, merge_modules
 from prefalign.models.engine import compile_decoder, precision_context, precision_tag
-from prefalign.models.loading import load_causal_lm, load_policy, load_tokenizer
+from prefalign.models.loading import frozen_model, load_causal_lm, load_policy, load_tokenizer
 from prefalign.models.logprobs import supports_chunked_head
 from prefalign.models.reference import (
     DisabledAdapterReference,
@@ -152,7 +153,7 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
         return None
     kind = cfg.reference.kind
     if kind == "auto":
-        kind = "adapter" if cfg.model.adapter else "copy"
+        kind = "adapter" if cfg.model.adapter and not cfg.reference.soup else "copy"
     if kind == "none":
         raise ValueError(f"reference.kind=none, but {', '.join(names)} need reference log-probs")
     if kind == "adapter":
@@ -169,18 +170,17 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
     key = cache_dir = None
     if kind == "precomputed" and cfg.reference.cache:
         cache_dir = Path(cfg.reference.cache_dir) if cfg.reference.cache_dir else default_cache_dir()
-        fingerprint = model_fingerprint(cfg.reference.name_or_path or cfg.model.name_or_path,
-                                        precision_tag(cfg.engine, cfg.model.dtype))
+        tag = precision_tag(cfg.engine, cfg.model.dtype)
+        fingerprint = ({"soup": [model_fingerprint(p, tag) for p in cfg.reference.soup],
+                        "weights": cfg.reference.soup_weights} if cfg.reference.soup else
+                       model_fingerprint(cfg.reference.name_or_path or cfg.model.name_or_path, tag))
         key = cache_key(fingerprint, examples)
         cached = load_cached(cache_dir, key)
         if cached is not None:
             if console:
                 console.print(f"reference: log-probs from the cache ({cache_dir / key}.safetensors)")
             return cached
-    if cfg.reference.name_or_path or cfg.model.adapter:
-        frozen = FrozenCopyReference(load_causal_lm(cfg.model, cfg.reference.name_or_path))
-    else:
-        frozen = FrozenCopyReference.copy_of(policy)
+    frozen = frozen_reference(cfg, policy)
     processes.place(frozen.model)
     if kind == "copy":
         return frozen
@@ -189,6 +189,18 @@ def build_reference(cfg: TrainConfig, policy: torch.nn.Module, losses: list[Boun
     if key is not None and processes.is_main:
         save_cached(cache_dir, key, table)
     return table
+
+
+def frozen_reference(cfg: TrainConfig, policy: torch.nn.Module) -> FrozenCopyReference:
+    """The reference as a model of its own: the soup's weight average (SALSA), the named model, the base
+    under an adapter (loaded afresh), or a copy of the policy as it starts."""
+    ref = cfg.reference
+    if ref.soup:
+        models = [frozen_model(cfg.model, path) for path in ref.soup]
+        return FrozenCopyReference(merge_modules(models, MergeRecipe("linear", ref.soup_weights), labels=ref.soup))
+    if ref.name_or_path or cfg.model.adapter:
+        return FrozenCopyReference(load_causal_lm(cfg.model, ref.name_or_path))
+    return FrozenCopyReference.copy_of(policy)
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------
