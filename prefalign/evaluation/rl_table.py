@@ -106,6 +106,11 @@ def markdown(rows: list[dict], seed: int, n_held_out: int) -> str:
         lines.append(f"| {r['method']} | {r['steps']} | {r['held_out_accuracy']:.3f} | {r['train_accuracy']:.3f} | "
                      f"{r['first_reward']:.3f} -> {r['last_reward']:.3f} | {r['length']:.1f} | {r['kl']:.2f} | "
                      f"{r['seconds']:.0f} ({r['generate']:.0f} / {r['score']:.0f} / {r['train']:.0f}) |")
+    if any(r["method"] == "srft" for r in rows):
+        lines += ["", "srft also learns from demonstrations: the toy world's ideal answer to each training prompt "
+                  "joins its group (rl.demonstrations: toy), so it sees the right answers the others must find; "
+                  "its reward column is that of its own samples only. Seconds are not comparable across rows "
+                  "measured on different days or beside other work."]
     return "\n".join(lines) + "\n"
 
 
