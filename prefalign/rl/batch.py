@@ -34,6 +34,10 @@ class RolloutGroup:
     dense_reward: list[list[float]] | None = None  # RTO's token rewards (logged; folded into the advantages)
     demos: list[bool] | None = None  # SRFT: which members are demonstrations rather than samples
 
+    def demo_flags(self) -> list[bool]:
+        """Per member: a demonstration (True) or one of the policy's samples."""
+        return self.demos or [False] * len(self.completions)
+
     def as_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -106,6 +110,6 @@ def collate_groups(groups: list[RolloutGroup], index: list[int], pad_id: int, pa
         values = [getattr(g, name) for g in groups]
         per_token[name] = None if any(v is None for v in values) else grid([r for v in values for r in v], starts, width)
     rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
-    demo = torch.tensor([float(d) for g in groups for d in (g.demos or [False] * len(g.completions))])
+    demo = torch.tensor([float(d) for g in groups for d in g.demo_flags()])
     return PolicyBatch(tokens, torch.tensor(index, dtype=torch.long), mask, kl_coef=kl_coef, starts=starts,
                        rewards=rewards, demo=demo, entropy=entropy, **per_token)

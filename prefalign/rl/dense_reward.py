@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from prefalign.models.logprobs import sequence_logps
+from prefalign.models.reference import Reference
 
 
 def dpo_token_rewards(dpo_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
@@ -23,16 +23,14 @@ def dpo_token_rewards(dpo_logps: torch.Tensor, ref_logps: torch.Tensor, beta: fl
 
 
 class DPOTokenReward:
-    """Scores a rollout batch's completion tokens with RTO's r_t (see the module doc)."""
+    """Scores a rollout batch's completion tokens with RTO's r_t (see the module doc); both models are frozen
+    references, read at temperature 1."""
 
-    def __init__(self, dpo: torch.nn.Module, reference: torch.nn.Module, beta: float) -> None:
-        self.dpo = dpo.eval().requires_grad_(False)
-        self.reference = reference.eval().requires_grad_(False)
-        self.beta = beta
+    def __init__(self, dpo: Reference, reference: Reference, beta: float) -> None:
+        self.dpo, self.reference, self.beta = dpo, reference, beta
 
-    @torch.no_grad()
-    def __call__(self, tokens: object) -> torch.Tensor:
-        """[N, T] token rewards on the engine's per-token grid of `tokens` (a padded or packed batch)."""
-        dpo = sequence_logps(self.dpo, tokens, keep_tokens=True).tokens.float()
-        ref = sequence_logps(self.reference, tokens, keep_tokens=True).tokens.float()
+    def __call__(self, batch: object) -> torch.Tensor:
+        """[N, T] token rewards on the engine's per-token grid of `batch` (a padded or packed policy batch)."""
+        dpo = self.dpo.outputs(batch, keep_tokens=True).tokens.float()
+        ref = self.reference.outputs(batch, keep_tokens=True).tokens.float()
         return dpo_token_rewards(dpo, ref, self.beta)

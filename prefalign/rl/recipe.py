@@ -65,8 +65,8 @@ def dense_reward(cfg: RLTrainConfig, device: torch.device) -> DPOTokenReward | N
     d = cfg.rl.dpo_reward
     if d is None:
         return None
-    dpo = frozen_model(cfg.model, d.model).to(device)
-    reference = frozen_model(cfg.model, d.reference or cfg.model.name_or_path).to(device)
+    dpo = FrozenCopyReference(frozen_model(cfg.model, d.model).to(device))
+    reference = FrozenCopyReference(frozen_model(cfg.model, d.reference or cfg.model.name_or_path).to(device))
     return DPOTokenReward(dpo, reference, d.beta)
 
 

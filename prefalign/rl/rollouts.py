@@ -299,7 +299,7 @@ class GroupRolloutSource(BatchSource):
                 ref = self.reference.outputs(batch, keep_tokens=True, temperature=self.cfg.temperature)
                 out.setdefault("ref", []).extend(batch.rows(ref.tokens))
             if self.dense is not None:
-                out.setdefault("dense_reward", []).extend(batch.rows(self.dense(batch.tokens)))
+                out.setdefault("dense_reward", []).extend(batch.rows(self.dense(batch)))
         self.policy.train(was_training)
         return out
 
@@ -307,7 +307,7 @@ class GroupRolloutSource(BatchSource):
 def own_mean_entropy(groups: list[RolloutGroup], entropy: list[list[float]]) -> float:
     """Mean token entropy over the policy's own samples (demonstrations left out), from per-sequence lists
     in the groups' order."""
-    flags = [d for g in groups for d in (g.demos or [False] * len(g.completions))]
+    flags = [d for g in groups for d in g.demo_flags()]
     own = [h for row, is_demo in zip(entropy, flags) if not is_demo for h in row]
     return sum(own) / max(len(own), 1)
 
