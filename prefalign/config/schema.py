@@ -431,7 +431,7 @@ class RLConfig(Strict):
     kl: KLConfig = KLConfig()
     cost: CostConfig | None = None
     dpo_reward: DPORewardConfig | None = None
-    demonstrations: str | None = Field(None, description="SRFT: a demonstration joins every group: toy (the "
+    demonstrations: str | None = Field(None, description="SRFT, GRAO: a demonstration joins every group: toy (the "
                                        "toy world's ideal answer) or a file with prompt and completion fields")
     elastic_reset: ElasticResetConfig | None = None
     epochs: int = Field(1, gt=0, description="passes over each rollout (PPO epochs)")

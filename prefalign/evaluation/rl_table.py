@@ -34,6 +34,7 @@ from prefalign.toy.world import parse_prompt, split_prompts
 from prefalign.training.metrics import read_metrics
 
 METHODS = ["grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp", "ppo"]
+WITH_DEMONSTRATIONS = ["srft", "grao"]  # examples that set rl.demonstrations: toy
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rl"
 
 
@@ -106,11 +107,12 @@ def markdown(rows: list[dict], seed: int, n_held_out: int) -> str:
         lines.append(f"| {r['method']} | {r['steps']} | {r['held_out_accuracy']:.3f} | {r['train_accuracy']:.3f} | "
                      f"{r['first_reward']:.3f} -> {r['last_reward']:.3f} | {r['length']:.1f} | {r['kl']:.2f} | "
                      f"{r['seconds']:.0f} ({r['generate']:.0f} / {r['score']:.0f} / {r['train']:.0f}) |")
-    if any(r["method"] == "srft" for r in rows):
-        lines += ["", "srft also learns from demonstrations: the toy world's ideal answer to each training prompt "
-                  "joins its group (rl.demonstrations: toy), so it sees the right answers the others must find; "
-                  "its reward column is that of its own samples only. Seconds are not comparable across rows "
-                  "measured on different days or beside other work."]
+    shown = [m for m in WITH_DEMONSTRATIONS if any(r["method"] == m for r in rows)]
+    if shown:
+        lines += ["", f"{' and '.join(shown)} also learn from demonstrations: the toy world's ideal answer to each "
+                  "training prompt joins its group (rl.demonstrations: toy), so they see the right answers the "
+                  "others must find; their reward column is that of their own samples only. Seconds are not "
+                  "comparable across rows measured on different days or beside other work."]
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +145,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--reuse-methods", type=Path, help="take the methods' rows from an earlier --json")
+    parser.add_argument("--reuse-overoptimisation", action="store_true",
+                        help="with --reuse-methods: take the over-optimisation run from that file too")
     parser.add_argument("--add", nargs="*", default=[], metavar="METHOD:STEPS", help="more rows, e.g. dapo:600")
     parser.add_argument("--overopt-pairs", type=int, default=100)
     parser.add_argument("--overopt-steps", type=int, default=200)
@@ -155,15 +159,18 @@ def main() -> None:
         write_text_atomic(args.doc, markdown(done["methods"], args.seed, len(arithmetic_prompts()[0]))
                           + overoptimisation_markdown(done["overoptimisation"]))
         return
-    if args.reuse_methods:
-        earlier = json.loads(args.reuse_methods.read_text())
+    earlier = json.loads(args.reuse_methods.read_text()) if args.reuse_methods else None
+    if earlier is not None:
         rows = earlier["methods"] if isinstance(earlier, dict) else earlier
     else:
         rows = measure([(m, args.steps) for m in args.methods], args.seed)
     extra = [(spec.split(":")[0], int(spec.split(":")[1])) for spec in args.add]
     rows += measure(extra, args.seed, with_base=False) if extra else []
-    figure = args.doc.parent / "rl_overoptimisation.png" if args.doc else None
-    overopt = measure_overoptimisation(args.overopt_pairs, args.overopt_steps, args.seed, figure)
+    if args.reuse_overoptimisation and isinstance(earlier, dict):
+        overopt = earlier["overoptimisation"]
+    else:
+        figure = args.doc.parent / "rl_overoptimisation.png" if args.doc else None
+        overopt = measure_overoptimisation(args.overopt_pairs, args.overopt_steps, args.seed, figure)
     if args.json:
         write_text_atomic(args.json, json.dumps({"methods": rows, "overoptimisation": overopt}, indent=2))
     if args.doc:

@@ -137,3 +137,37 @@ def srft(x: PolicyLogps, sft_coef: float, rl_coef: float, eps: float, positive: 
     n = x.logps.shape[0]
     return demo * demo_loss + (1 - demo) * own_loss, {
         "rl/srft_w_sft": torch.full((n,), w_sft), "rl/srft_w_rl": torch.full((n,), w_rl)}
+
+
+class GRAOParams(LossParams):
+    beta: float = Field(0.5, ge=0, description="the imitation term's weight on the demonstration")
+    lam: float = Field(0.6, ge=0, description="the alignment regulariser's weight (the paper's lambda)")
+
+
+@register_loss("grao", GRAOParams, needs=("token_logps", "demonstrations"), kind="policy")
+def grao(x: PolicyLogps, beta: float, lam: float) -> tuple[torch.Tensor, dict]:
+    """GRAO (Wang et al. 2025, "Learning to Align, Aligning to Learn", eq. 3): per group of G samples o_i and
+    the prompt's demonstration y (rl.demonstrations), with J(s) = (1/|s|) sum_t log pi(s_t) and advantages
+    normalised within the group of G + 1 (rl.advantage: grpo),
+
+      J_GRAO = (1/G) sum_i [ A_i J(o_i)                  exploration: the policy's own samples
+                           + beta A_y J(y)               imitation: the demonstration
+                           + lam A_i (J(o_i) - J(y)) ]   alignment regulariser
+
+    so a sample weighs (1 + lam) A_i and the demonstration beta A_y - lam mean_i(A_i). The loss is -J, written
+    per token so that `rl.aggregation: sequence_mean` (an average over the B (G + 1) rows) gives exactly the
+    mean of -J_GRAO over the groups. beta 0.5 and lam 0.6 as the paper's. The demonstration is imitated
+    hardest when the samples fail (A_y large); once they succeed as often, its weight falls to zero or below."""
+    if x.demo is None:
+        raise ValueError("grao needs rl.demonstrations")
+    adv = x.sequence_mean(x.advantages)
+    groups = int(x.demo.sum())
+    size = adv.shape[0] // max(groups, 1)
+    if groups == 0 or groups * size != adv.shape[0] or not bool((x.demo.view(groups, size)[:, -1] == 1).all()):
+        raise ValueError("grao needs whole groups, each ending with its demonstration")
+    a = adv.view(groups, size)
+    own, demo = a[:, :-1], a[:, -1]
+    g = size - 1
+    coef = torch.cat([size / g * (1 + lam) * own, (size * (beta * demo - lam * own.mean(-1)))[:, None]], dim=1)
+    return -coef.reshape(-1, 1).detach() * x.logps, {
+        "rl/grao_demo_advantage": demo.detach().mean().expand(adv.shape[0])}

@@ -51,8 +51,8 @@ def check_rl_config(cfg: RLTrainConfig, losses: list) -> None:
         raise ValueError("prefalign rl runs in one process or with DDP; every rank samples with the whole model")
     wants_demos = any("demonstrations" in t.spec.needs for t in losses)
     if wants_demos != (rl.demonstrations is not None):
-        raise ValueError("rl.demonstrations and the srft loss go together (SRFT joins a demonstration to every "
-                         "group and learns from both)")
+        raise ValueError("rl.demonstrations and a loss that learns from them (srft, grao) go together: they join "
+                         "a demonstration to every group and learn from both")
     if rl.dpo_reward is not None and rl.dynamic_sampling:
         raise ValueError("rl.dynamic_sampling drops groups whose outcome rewards are equal, which ignores "
                          "rl.dpo_reward's token rewards; turn one off")
