@@ -293,6 +293,23 @@ def modpo_sweep(out: Annotated[Path, typer.Option(help="run folder")] = Path("ru
     console.print(f"{sum(p.on_front for p in points)} of {len(points)} policies on the front; {out / 'front.json'}")
 
 
+@app.command("ric-front")
+@friendly_errors
+def ric_front(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/ric_front"),
+              weights: Annotated[Optional[list[float]], typer.Option("--weight", help="gold weights to ask for")] = None,
+              steps: int = 400, prompts: int = 1000, eval_prompts: int = 200, seed: int = 0,
+              doc: Annotated[Optional[Path], typer.Option(help="markdown table to write")] = None,
+              json_out: Annotated[Optional[Path], typer.Option("--json", help="results as JSON")] = None) -> None:
+    """Rewards-in-Context on the toy task: one reward-conditioned SFT model asked for several gold/brevity
+    preferences; prints the front."""
+    from prefalign.evaluation.ric_front import run_ric_front, write_outputs
+
+    result = run_ric_front(out, weights or [1.0, 0.8, 0.6, 0.5, 0.4, 0.2, 0.0], steps=steps, n_prompts=prompts,
+                           n_eval_prompts=eval_prompts, seed=seed, console=console)
+    write_outputs(result, doc, json_out or out / "front.json")
+    console.print(f"{sum(p['on_front'] for p in result['points'])} of {len(result['points'])} preferences on the front")
+
+
 @app.command()
 @friendly_errors
 def merge(model: Annotated[list[str], typer.Option(help="a model folder, hub id, run folder, checkpoint or reward-model "
