@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 from prefalign.config.schema import RLConfig, RLTrainConfig
-from prefalign.losses.registry import build_losses, loss_kind
+from prefalign.losses.registry import LOSSES, build_losses, loss_kind
 from prefalign.models.engine import precision_context
 from prefalign.models.loading import disable_dropout, frozen_model, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
@@ -51,7 +51,8 @@ def check_rl_config(cfg: RLTrainConfig, losses: list) -> None:
         raise ValueError("prefalign rl runs in one process or with DDP; every rank samples with the whole model")
     wants_demos = any("demonstrations" in t.spec.needs for t in losses)
     if wants_demos != (rl.demonstrations is not None):
-        raise ValueError("rl.demonstrations and a loss that learns from them (srft, grao) go together: they join "
+        learners = ", ".join(sorted(n for n, spec in LOSSES.items() if "demonstrations" in spec.needs))
+        raise ValueError(f"rl.demonstrations and a loss that learns from them ({learners}) go together: they join "
                          "a demonstration to every group and learn from both")
     if rl.dpo_reward is not None and rl.dynamic_sampling:
         raise ValueError("rl.dynamic_sampling drops groups whose outcome rewards are equal, which ignores "
