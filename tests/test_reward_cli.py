@@ -50,6 +50,10 @@ def test_a_pretrained_minilm_encoder_learns_the_toy_preferences(data, tmp_path):
     assert figures["accuracy"] == pytest.approx(summary["held_out_accuracy"], abs=1e-6)
     assert set(figures["subsets"]) == {"review", "list", "arithmetic"}
     assert set(figures["sections"]) == {"words", "numbers", "overall"}
+    assert all(0 <= f["ece"] <= 1 for f in figures["subsets"].values())  # calibration per group
+    result = runner.invoke(app, ["rm", "eval", str(held), "--model", str(out / "reward_model"),
+                                 "--group-column", "annotator"])
+    assert result.exit_code == 2 and "no pair has a 'annotator' column" in result.output
     report = (tmp_path / "eval.html").read_text()
     assert_report(report, 2, ["Margin r_w - r_l per pair", "Calibration"])
 

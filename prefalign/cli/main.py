@@ -388,15 +388,18 @@ def rm_score(model: Annotated[Path, typer.Argument(help="reward model folder (re
 
 @rm_app.command("eval")
 @friendly_errors
-def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset` column gives per-subset figures")],
+def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset` column (or --group-column) gives "
+                                                    "per-group figures")],
             model: Annotated[Optional[Path], typer.Option(help="reward model folder")] = None,
             policy: Annotated[Optional[str], typer.Option(help="a DPO policy: score with its implicit reward")] = None,
             reference: Annotated[Optional[str], typer.Option(help="the policy's reference model")] = None,
             beta: float = 0.1, weights: WeightsOpt = None, max_length: RewardLengthOpt = None,
             on_bad_row: BadRowOpt = "error",
             sections: Annotated[Optional[Path], typer.Option(help="JSON {section: [subsets]} (RewardBench-style)")] = None,
+            group_column: Annotated[str, typer.Option(help="the column that names each pair's group (a subset, or "
+                                                           "the annotators' group, e.g. user)")] = "subset",
             json_out: JsonOpt = None, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
-    """Accuracy (overall, per subset, per section), calibration (ECE), and for a policy its ranking accuracy."""
+    """Accuracy and calibration (ECE), overall and per group, per section, and for a policy its ranking accuracy."""
     from prefalign.atomic_files import write_text_atomic
     from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model, summarize
 
@@ -407,7 +410,9 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
               else score_with_implicit_reward(policy, reference, data, beta, max_length or 512,
                                               trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                                               on_bad_row=on_bad_row))
-    summary = summarize(scored, json.loads(sections.read_text()) if sections else None)
+    summary = summarize(scored, json.loads(sections.read_text()) if sections else None, group_column)
+    if group_column != "subset" and "subsets" not in summary:
+        raise ValueError(f"{data}: no pair has a {group_column!r} column (--group-column)")
     console.print_json(json.dumps(summary))
     if json_out:
         from prefalign.evaluation import plots

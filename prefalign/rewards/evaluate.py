@@ -108,11 +108,16 @@ def score_with_implicit_reward(policy: str, reference: str, source: str, beta: f
 
 def summarize(scored: ScoredPairs, sections: dict[str, list[str]] | None = None,
               subset_column: str = "subset") -> dict:
-    """Accuracy, ECE, per-subset accuracy when the pairs carry `subset_column`, sections when given."""
+    """Accuracy, ECE, per-group accuracy and ECE when the pairs carry `subset_column` (a subset, or the group
+    of annotators), sections when given. Some pairs with the column and some without is an error."""
     summary = {"pairs": len(scored.pairs), "accuracy": pair_accuracy(scored.margins),
                "ece": expected_calibration_error(scored.margins), "mean_margin": float(np.mean(scored.margins))}
     subsets = [p.tags.get(subset_column) for p in scored.pairs]
-    if all(s is not None for s in subsets) and subsets:
+    missing = sum(s is None for s in subsets)
+    if 0 < missing < len(subsets):
+        first = next(p for p, s in zip(scored.pairs, subsets) if s is None)
+        raise ValueError(f"{first.ref}: no {subset_column!r} column ({missing} of {len(subsets)} pairs lack it)")
+    if subsets and not missing:
         summary["subsets"] = subset_accuracies(scored.margins, subsets)
         if sections:
             summary["sections"] = section_scores(summary["subsets"], sections)

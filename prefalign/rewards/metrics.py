@@ -15,11 +15,14 @@ def pair_accuracy(margins: np.ndarray) -> float:
 
 
 def subset_accuracies(margins: np.ndarray, subsets: list[str]) -> dict[str, dict[str, float]]:
-    """{subset: {"accuracy", "n"}}."""
+    """{subset: {"accuracy", "ece", "n"}}: with annotator groups as subsets, the calibration of each group
+    (MORE, Zeng et al. 2023, reports a reward model's calibration per group: one ECE over the pooled pairs can
+    hide a group whose confidences are far off)."""
     groups: dict[str, list[float]] = defaultdict(list)
     for m, s in zip(np.asarray(margins, dtype=float), subsets):
         groups[s].append(m)
-    return {s: {"accuracy": pair_accuracy(np.array(v)), "n": len(v)} for s, v in sorted(groups.items())}
+    return {s: {"accuracy": pair_accuracy(np.array(v)), "ece": expected_calibration_error(np.array(v)), "n": len(v)}
+            for s, v in sorted(groups.items())}
 
 
 def section_scores(per_subset: dict[str, dict[str, float]], sections: dict[str, list[str]]) -> dict[str, float]:
