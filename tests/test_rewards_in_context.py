@@ -3,7 +3,12 @@ conditioned prompt as the toy tokenizer reads it, and a short toy run end to end
 
 import pytest
 
-from prefalign.pluralistic.rewards_in_context import RewardLevels, condition, conditioned_examples, preference_levels
+from prefalign.pluralistic.rewards_in_context import (
+    RewardLevels,
+    condition,
+    conditioned_examples,
+    preference_levels,
+)
 
 
 def test_preference_levels_follow_rics_mapping():
