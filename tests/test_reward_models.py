@@ -60,8 +60,10 @@ def test_gpm_score_is_skew_symmetric_and_represents_a_cycle():
 def test_accuracy_sections_and_calibration_by_hand():
     assert pair_accuracy(np.array([1.0, -1.0, 0.0, 2.0])) == pytest.approx(0.625)
     per = subset_accuracies(np.array([1, 1, -1, 1, -1, -1]), ["a", "a", "a", "b", "c", "c"])
-    assert per == {"a": {"accuracy": pytest.approx(2 / 3), "n": 3}, "b": {"accuracy": 1.0, "n": 1},
-                   "c": {"accuracy": 0.0, "n": 2}}
+    c1 = sig(1.0)  # every pair's confidence: one ECE bin per subset
+    assert per == {"a": {"accuracy": pytest.approx(2 / 3), "ece": pytest.approx(abs(2 / 3 - c1)), "n": 3},
+                   "b": {"accuracy": 1.0, "ece": pytest.approx(1 - c1), "n": 1},
+                   "c": {"accuracy": 0.0, "ece": pytest.approx(c1), "n": 2}}
     scores = section_scores(per, {"chat": ["a", "b"], "safety": ["c"]})
     assert scores["chat"] == pytest.approx((2 / 3 * 3 + 1 * 1) / 4)  # weighted by example counts
     assert scores["overall"] == pytest.approx((scores["chat"] + 0.0) / 2)
