@@ -98,3 +98,28 @@ def test_reference_updates_refuse_lora(tiny_model_dir, pairs_file, tmp_path):
     cfg.schedule = ScheduleConfig(reference_update="hard")
     with pytest.raises(ValueError, match="reference.kind=copy on a full"):
         train_preference(cfg)
+
+
+
+def test_selective_dpo_orders_pairs_by_a_column_from_easy_to_hard(tiny_model_dir, tmp_path):
+    from prefalign.data.errors import DataError
+    from prefalign.training.schedules import column_stages
+
+    from .conftest import PAIRS
+
+    losses = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4][:len(PAIRS)]
+    data = write_jsonl(tmp_path / "scored.jsonl", [dict(p, validation_loss=v) for p, v in zip(PAIRS, losses)])
+    cfg = make_config(tiny_model_dir, data, tmp_path / "sel", max_steps=2, batch_size=2)
+    cfg.data.eval_fraction = 0.0
+    cfg.schedule = ScheduleConfig(stages="by_column", stage_column="validation_loss", num_chunks=2,
+                                  reset_reference_per_stage=False)
+    run = train_preference(cfg)
+    loss = [p.extras["validation_loss"] for p in run.data.train]
+    stages = column_stages(run.data.train, "validation_loss", 2)
+    assert [loss[i] for s in stages for i in s] == sorted(loss)  # easiest (smallest loss) first
+    assert max(loss[i] for i in stages[0]) <= min(loss[i] for i in stages[1])
+    assert not any(m.get("reference/updates") for m in read_metrics(run.run_dir))  # one reference throughout
+    with pytest.raises(DataError, match="field 'margin'"):
+        column_stages(run.data.train, "margin", 2)
+    with pytest.raises(ValueError, match="go together"):
+        ScheduleConfig(stages="by_column")

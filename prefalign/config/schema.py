@@ -214,14 +214,24 @@ class ScheduleConfig(Strict):
     (ref <- policy) every `update_every` steps. sDPO (Kim et al. 2024): stages=chunks, the data trained chunk
     after chunk, the reference becoming the policy at the end of each. Curry-DPO (Pattnaik et al. 2024):
     stages=curriculum, several pairs per prompt (rated data with data.pairs.rule=all_pairs) ordered from the
-    largest score gap (easiest) to the smallest, one pair per prompt and stage, the reference reset likewise."""
+    largest score gap (easiest) to the smallest, one pair per prompt and stage, the reference reset likewise.
+    Selective DPO (Gao et al. 2025): stages=by_column, the pairs sorted by a numeric column, smallest first
+    (the `validation_loss` that `prefalign data select --selector selective_dpo` writes: easy to hard), cut
+    into num_chunks stages; set reset_reference_per_stage: false to keep one reference as the paper does."""
 
     reference_update: Literal["none", "soft", "hard"] = "none"
     update_every: int = Field(64, gt=0)
     mix: float = Field(0.6, gt=0, le=1)
-    stages: Literal["none", "chunks", "curriculum"] = "none"
-    num_chunks: int = Field(2, ge=1)
+    stages: Literal["none", "chunks", "curriculum", "by_column"] = "none"
+    num_chunks: int = Field(2, ge=1, description="stages for stages=chunks and stages=by_column")
+    stage_column: str | None = Field(None, description="stages=by_column: the numeric column to order by, ascending")
     reset_reference_per_stage: bool = True
+
+    @model_validator(mode="after")
+    def _column_with_by_column(self) -> ScheduleConfig:
+        if (self.stages == "by_column") != (self.stage_column is not None):
+            raise ValueError("schedule.stages: by_column and schedule.stage_column go together")
+        return self
 
 
 class EngineConfig(Strict):

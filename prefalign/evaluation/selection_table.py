@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefalign.atomic_files import write_text_atomic
 from prefalign.config.loading import load_config
-from prefalign.config.schema import RewardTrainConfig
+from prefalign.config.schema import RewardTrainConfig, ScheduleConfig
 from prefalign.evaluation.policy_eval import compare_policies
 from prefalign.models.loading import TOY_BASE
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
@@ -75,9 +75,17 @@ def reward_model(root: Path, pairs: Path, gold_pairs: Path, seed: int, steps: in
     return str(run.model_dir), run.eval["held_out_accuracy"]
 
 
-def dpo(root: Path, name: str, pairs: Path, seed: int, steps: int) -> str:
+# Selective DPO's second half: the kept pairs trained from easy to hard (4 stages by validation loss, one reference)
+EASY_TO_HARD = ScheduleConfig(stages="by_column", stage_column="validation_loss", num_chunks=4,
+                              reset_reference_per_stage=False)
+ORDERED_ROW = "selective_dpo (2 folds), easy to hard"
+
+
+def dpo(root: Path, name: str, pairs: Path, seed: int, steps: int, schedule: ScheduleConfig | None = None) -> str:
     cfg = quickstart_config(root / name, seed=seed, steps=steps)
     cfg.data.train, cfg.trainer.progress = str(pairs), False
+    if schedule is not None:
+        cfg.schedule = schedule
     return str(train_preference(cfg, console=Console(quiet=True), overwrite=True).outputs["model"])
 
 
@@ -125,6 +133,10 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
                      "flipped": len(flipped), "length_gap": length_gap(written), **evaluate_policy(dpo(root, method, out, seed, steps), base, tok,
                                                                 prompts, seed)})
         console.print(rows[-1])
+        if method == "selective_dpo":
+            rows.append({**rows[-1], "selection": ORDERED_ROW, **evaluate_policy(
+                dpo(root, "selective_dpo_ordered", out, seed, steps, EASY_TO_HARD), base, tok, prompts, seed)})
+            console.print(rows[-1])
     return {"settings": {"pool_prompts": n_pool, "rm_prompts": n_rm, "keep": keep, "sigma": sigma, "steps": steps,
                          "eval_prompts": n_eval, "seed": seed},
             "reward_model_accuracy": [acc for _, acc in trained], "rows": rows}
@@ -146,7 +158,8 @@ def render(result: dict) -> str:
              + ", ".join(f"{a:.3f}" for a in result["reward_model_accuracy"])
              + "); implicit margin: DPO on the whole pool against the base; Selective DPO's validation loss: "
              "two DPO runs from the base with the same settings, each on half the pool, each pair scored by the "
-             "run that did not train on it.",
+             "run that did not train on it; \"easy to hard\" trains the same kept pairs, every epoch, in 4 stages of rising "
+             "validation loss (schedule.stages: by_column), shuffled within each stage.",
              f"Label accuracy: kept pairs whose label (after any flip) agrees with the gold reward. Evaluation: "
              f"{s['eval_prompts']} held-out prompts, one sample each at temperature 1; the base scores "
              f"{result['rows'][0]['base_reward']:.3f} mean gold reward there.", "",
@@ -169,8 +182,10 @@ def notes(rows: list[dict]) -> str:
     by = {r["selection"]: r for r in rows}
     rand = by["random"]
     lines = ["", "## Reading it", ""]
-    for label, *_ in SELECTIONS[1:]:
-        r = by[label]
+    for label in [label for label, *_ in SELECTIONS[1:]] + [ORDERED_ROW]:
+        r = by.get(label)
+        if r is None:  # a result from before the row existed
+            continue
         lines.append(f"- `{label}`: label accuracy {r['label_accuracy']:.3f} against random's "
                      f"{rand['label_accuracy']:.3f}; length gap {r['length_gap']:+.1f} against "
                      f"{rand['length_gap']:+.1f}; gold reward {r['gold_reward']:.3f} against "

@@ -139,7 +139,8 @@ def selective_dpo(scores: PairScores, keep: int, seed: int = 0) -> Selection:
     Examples": a pair's difficulty is its validation loss -log s(b h) under reference runs that were not
     trained on it (here K folds: the one run whose folds exclude it); the overly difficult tail, beyond what
     the model can learn, hurts alignment, so the `keep` easiest pairs are kept. Writes the loss as column
-    `validation_loss`. (The paper also trains the kept pairs from easy to hard; the loop here shuffles.)"""
+    `validation_loss`. The paper also trains the kept pairs from easy to hard: `schedule.stages: by_column`
+    with `stage_column: validation_loss`."""
     margin = scores.need("out_of_fold", "selective_dpo")
     loss = np.logaddexp(0.0, -margin)  # -log s(h), with h = b (d_w - d_l) already scaled by beta
     return Selection(top(-loss, keep), loss, columns={"validation_loss": loss})

@@ -62,7 +62,7 @@ from prefalign.training.loop import LoopData, LoopResult, train_loop
 from prefalign.training.machine import use_threads
 from prefalign.training.objectives import OBJECTIVES
 from prefalign.training.run_folder import claim_run_folder
-from prefalign.training.schedules import ReferenceUpdates, chunk_stages, curriculum_stages
+from prefalign.training.schedules import ReferenceUpdates, chunk_stages, column_stages, curriculum_stages
 
 COLLATE = {"pairwise": collate_pairs, "ranking": collate_lists, "unpaired": collate_unpaired}
 
@@ -329,6 +329,8 @@ def build_schedule(cfg: TrainConfig, train: list, reference: Reference | None, k
         if kind != "pairwise":
             raise ValueError("schedule.stages=curriculum orders pairs; it needs pairwise losses")
         stages = curriculum_stages(train)
+    elif sched.stages == "by_column":
+        stages = column_stages(train, sched.stage_column, sched.num_chunks)
     plan = staged_plan(stages, t.batch_size, t.grad_accum, t.seed) if stages else None
     updates = sched.reference_update != "none" or (stages is not None and sched.reset_reference_per_stage)
     if not updates:

@@ -42,6 +42,18 @@ def curriculum_stages(pairs: list) -> list[list[int]]:
     return stages
 
 
+def column_stages(pairs: list, column: str, num_stages: int) -> list[list[int]]:
+    """Selective DPO's easy-to-hard order (Gao et al. 2025): the pairs sorted by a numeric column, smallest
+    first (ties in data order), cut into `num_stages` consecutive stages."""
+    for p in pairs:
+        if column not in p.extras:
+            raise DataError(p.ref, column, "schedule.stage_column orders pairs by this numeric column; this pair "
+                            "has none", "missing_column")
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].extras[column])
+    size = -(-len(order) // num_stages)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
 class ReferenceUpdates:
     """After each step: TR-DPO's periodic soft/hard update, and the reset at each stage's end (sDPO, Curry).
     The reference weights are checkpointed so that a resumed run continues exactly."""
