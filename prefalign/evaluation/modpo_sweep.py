@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -47,11 +48,18 @@ def pareto_front(points: list[SweepPoint]) -> list[SweepPoint]:
     return points
 
 
+def objective_means(model: torch.nn.Module, tokenizer: object, prompts: list[str], objectives: dict[str, Reward],
+                    seed: int, asked: list[str] | None = None) -> dict[str, float]:
+    """One sample per prompt (from `asked`, the prompts as given to the model, when they differ), each
+    objective's mean over the prompts."""
+    texts = [s.text for per_prompt in sample(model, tokenizer, asked or prompts, n=1, seed=seed) for s in per_prompt]
+    return {name: float(np.mean([fn(p, t) for p, t in zip(prompts, texts)])) for name, fn in objectives.items()}
+
+
 def score_policy(model_dir: Path | str, prompts: list[str], objectives: dict[str, Reward], seed: int) -> dict[str, float]:
     model = load_pretrained_model(AutoModelForCausalLM, str(model_dir))
     tokenizer = load_pretrained_files(AutoTokenizer, str(model_dir))
-    texts = [s.text for per_prompt in sample(model, tokenizer, prompts, n=1, seed=seed) for s in per_prompt]
-    return {name: float(np.mean([fn(p, t) for p, t in zip(prompts, texts)])) for name, fn in objectives.items()}
+    return objective_means(model, tokenizer, prompts, objectives, seed)
 
 
 def sweep_modpo(base: TrainConfig, preference: str, others: list[str], preference_weights: list[float],

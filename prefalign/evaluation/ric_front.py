@@ -21,8 +21,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import TrainerConfig
 from prefalign.data.tokenize import CompletionTokenizer
-from prefalign.decoding.sampling import sample
-from prefalign.evaluation.modpo_sweep import SweepPoint, pareto_front, print_front, score_policy
+from prefalign.evaluation.modpo_sweep import (
+    SweepPoint,
+    objective_means,
+    pareto_front,
+    print_front,
+    score_policy,
+)
 from prefalign.models.loading import TOY_BASE
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
 from prefalign.pluralistic.rewards_in_context import (
@@ -61,11 +66,6 @@ def train_ric(rows: list[tuple[str, str, list[float]]], scale: RewardLevels, tra
     return model.eval(), tokenizer
 
 
-def score_preference(model: object, tokenizer: object, prompts: list[str], levels: list[int], seed: int) -> dict:
-    texts = [s[0].text for s in sample(model, tokenizer, [condition(p, levels) for p in prompts], n=1, seed=seed)]
-    return {name: sum(fn(p, t) for p, t in zip(prompts, texts)) / len(prompts) for name, fn in OBJECTIVES.items()}
-
-
 def run_ric_front(out: Path, gold_weights: list[float], steps: int = 400, n_prompts: int = 1000,
                   n_eval_prompts: int = 200, seed: int = 0, console: Console | None = None) -> dict:
     console = console or Console()
@@ -76,8 +76,10 @@ def run_ric_front(out: Path, gold_weights: list[float], steps: int = 400, n_prom
     model, tokenizer = train_ric(rows, scale, trainer, console)
     prompts = random.Random(seed).sample(split_prompts()[1], n_eval_prompts)
     asked = [preference_levels([w, 1 - w], scale.n) for w in gold_weights]
-    points = [SweepPoint({"gold": w, "brevity": 1 - w}, score_preference(model, tokenizer, prompts, levels, seed + 1))
-              for w, levels in zip(gold_weights, asked)]
+    points = []
+    for w, levels in zip(gold_weights, asked):
+        scores = objective_means(model, tokenizer, prompts, OBJECTIVES, seed + 1, [condition(p, levels) for p in prompts])
+        points.append(SweepPoint({"gold": w, "brevity": 1 - w}, scores))
     base = score_policy(TOY_BASE, prompts, OBJECTIVES, seed + 1)
     result = {"steps": steps, "n_examples": len(rows), "n_eval_prompts": n_eval_prompts, "seed": seed,
               "scale": {"low": scale.low, "high": scale.high, "n": scale.n}, "base": base,

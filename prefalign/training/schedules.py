@@ -16,8 +16,13 @@ def chunk_stages(n: int, num_chunks: int, seed: int) -> list[list[int]]:
     """sDPO: the examples shuffled once and cut into `num_chunks` consecutive chunks."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    size = -(-n // num_chunks)
-    return [order[i:i + size] for i in range(0, n, size)]
+    return consecutive_stages(order, num_chunks)
+
+
+def consecutive_stages(order: list[int], num_stages: int) -> list[list[int]]:
+    """`order` cut into `num_stages` consecutive stages of equal size (the last one shorter)."""
+    size = -(-len(order) // num_stages)
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def curriculum_stages(pairs: list) -> list[list[int]]:
@@ -49,9 +54,7 @@ def column_stages(pairs: list, column: str, num_stages: int) -> list[list[int]]:
         if column not in p.extras:
             raise DataError(p.ref, column, "schedule.stage_column orders pairs by this numeric column; this pair "
                             "has none", "missing_column")
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].extras[column])
-    size = -(-len(order) // num_stages)
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    return consecutive_stages(sorted(range(len(pairs)), key=lambda i: pairs[i].extras[column]), num_stages)
 
 
 class ReferenceUpdates:
