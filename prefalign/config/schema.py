@@ -298,6 +298,18 @@ class TrainConfig(Strict):
         return value
 
 
+class PriorConstraintConfig(Strict):
+    """PCRM (Zhou et al. 2024, prefalign/losses/pcrm.py): -log s(d) - log s(delta* - d) for d = r_w - r_l, with
+    delta* = beta1 / (sim + beta2) + beta3 from the pair's length ratio or a similarity column in [0, 1]
+    (`prefalign data similarity` writes one). The defaults are the paper's reward model with the length ratio."""
+
+    similarity: Literal["length_ratio", "column"] = "length_ratio"
+    column: str = Field("similarity", description="similarity: column, the numeric column to read")
+    beta1: float = Field(20.0, gt=0)
+    beta2: float = Field(0.001, gt=0)
+    beta3: float = -15.0
+
+
 class RewardConfig(Strict):
     """The reward model: its backbone, head and loss (see prefalign/rewards).
 
@@ -318,11 +330,20 @@ class RewardConfig(Strict):
     user_column: str = Field("user", description="pal: the column naming each pair's user or group")
     segment_ids: bool = Field(True, description="encoder: feed the response as segment 1 (token type ids), as "
                                                 "the tokenizer encodes a text pair; false: all segment 0")
+    prior_constraint: PriorConstraintConfig | None = Field(None, description="PCRM: bound each pair's margin by a "
+                                                                           "prior from the two responses' similarity")
 
     @model_validator(mode="after")
     def _gpm_dim_is_even(self) -> RewardConfig:
         if self.head == "gpm" and self.dim % 2:
             raise ValueError(f"reward.dim must be even for the gpm head (2-d blocks), got {self.dim}")
+        return self
+
+    @model_validator(mode="after")
+    def _prior_constraint_on_one_scalar_reward(self) -> RewardConfig:
+        if self.prior_constraint and (self.head != "scalar" or self.objectives or self.margin_column):
+            raise ValueError("reward.prior_constraint bounds the margin of one scalar reward: it does not combine "
+                             "with reward.objectives, reward.margin_column or the gpm/pal heads")
         return self
 
 
@@ -350,8 +371,8 @@ class OnlineConfig(Strict):
     samples: int = Field(4, ge=2, description="completions sampled per prompt")
     generate_every: int = Field(1, gt=0, description="optimizer steps trained on each round's pairs")
     pairs: Literal["best_vs_worst", "all_pairs", "rso"] = "best_vs_worst"
-    scorer: str = Field("gold", description="gold, noisy_gold, verifier, self_consistency, or rm:FOLDER (a saved "
-                                            "reward model)")
+    scorer: str = Field("gold", description="gold, noisy_gold, verifier, self_consistency, rm:FOLDER (a saved "
+                                            "reward model) or maxmin:FOLDER (groups from prefalign rm groups)")
     min_margin: float = Field(0.0, ge=0, description="skip pairs whose score margin is below this (ScPO's vote "
                                                      "margin: a fraction of online.samples)")
     rso_beta: float = Field(0.5, gt=0, description="rso: temperature of the reward tilt pi(y|x) exp(r / beta)")
@@ -369,8 +390,8 @@ class OnlineConfig(Strict):
 
 
 class RewardTermConfig(Strict):
-    """One term of the RL reward, summed with its weight: a scorer (gold, noisy_gold, verifier, rm:FOLDER),
-    `format` (1 when the response states a number, for arithmetic), `length` (completion tokens /
+    """One term of the RL reward, summed with its weight: a scorer (gold, noisy_gold, verifier, rm:FOLDER,
+    maxmin:FOLDER), `format` (1 when the response states a number, for arithmetic), `length` (completion tokens /
     max_new_tokens) or `overlong` (DAPO's soft penalty: 0 up to max_new_tokens - overlong_buffer tokens, then
     falling linearly to -1 at max_new_tokens)."""
 

@@ -138,3 +138,15 @@ def to_unpaired(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[
         out += [UnpairedExample(p.prompt, p.chosen, True, p.ref),
                 UnpairedExample(rejected_prompt, p.rejected, False, p.ref)]
     return out
+
+
+def read_pairs(source: str) -> list[PreferencePair]:
+    """The pairs of `source`, exactly one per row, for commands that keep, drop or annotate whole rows."""
+    cfg = DataConfig(train=source, eval_fraction=0.0)
+    pairs = to_pairs(load_examples(source, cfg), cfg)
+    rows = [p.ref.row for p in pairs]
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{source}: some rows hold several pairs (rated or ranked data); this command keeps, drops "
+                         "or annotates whole rows, so give it one pair per row (e.g. pairs built with "
+                         "data.pairs.rule first)")
+    return pairs

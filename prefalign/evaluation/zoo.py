@@ -70,6 +70,7 @@ ZOO: list[tuple[str, list[dict]]] = [
     ("wpo", [{"name": "wpo"}]),
     ("dpo + sft 0.2 (RPO)", [{"name": "dpo"}, {"name": "sft", "weight": 0.2}]),
     ("vpo (pessimistic, alpha 0.1)", [{"name": "vpo"}]),
+    ("pcrm (length ratio)", [{"name": "pcrm"}]),
     ("sft (chosen answers only)", [{"name": "sft"}]),
     ("iw_sft (chosen answers only)", [{"name": "iw_sft"}]),
     ("poft (base as the aligned model)", [{"name": "poft"}]),
@@ -183,15 +184,17 @@ def run_zoo(out: Path, doc: Path | None, steps: int = 150, n_prompts: int = 1200
                          time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
         console.print(row)
         rows.append(row)
-    if only and (out / "zoo.json").exists():
+    # The figures behind the table sit next to it (docs/losses.json), so that a later partial rerun can keep them.
+    saved = doc.with_suffix(".json") if doc is not None else out / "zoo.json"
+    if only and saved.exists():
         # A partial rerun replaces its rows in the last full table and keeps the others.
-        previous = json.loads((out / "zoo.json").read_text())
+        previous = json.loads(saved.read_text())
         merged = {r["label"]: ZooRow(**r) for r in previous["rows"]} | {r.label: r for r in rows}
         rows = [merged[label] for label, *_ in runs if label in merged]
         baseline_reward = previous["base_reward"] if baseline_reward is None else baseline_reward
     settings = {"steps": steps, "n_prompts": n_prompts, "n_eval": n_eval_prompts, "seed": seed}
-    write_text_atomic(out / "zoo.json", json.dumps({"base_reward": baseline_reward, "settings": settings,
-                                                   "rows": [r.__dict__ for r in rows]}, indent=2))
+    write_text_atomic(saved, json.dumps({"base_reward": baseline_reward, "settings": settings,
+                                         "rows": [r.__dict__ for r in rows]}, indent=2))
     if doc is not None:
         write_text_atomic(doc, render_table(rows, baseline_reward, steps, n_prompts, n_eval_prompts, seed))
     return rows
@@ -294,7 +297,7 @@ def render_table(rows: list[ZooRow], base_reward: float | None, steps: int, n_pr
 
 
 def render_from_json(path: Path, doc: Path, settings: dict | None = None) -> None:
-    """Rewrite `doc` from a finished run's zoo.json (for a change to the rendering, not to the runs)."""
+    """Rewrite `doc` from the figures a run saved next to its table (for a change to the rendering, not to the runs)."""
     saved = json.loads(Path(path).read_text())
     given = saved.get("settings") or settings
     if given is None:

@@ -45,7 +45,7 @@ TOKEN_LEVEL_NEEDS = frozenset({"token_logps", "reference_token_logps", "wpo", "t
 TOKEN_LEVEL_REFERENCE_NEEDS = REFERENCE_NEEDS - {"reference"}
 LOSS_MODULES = ["dpo", "ipo", "hinge", "sft", "length", "f_divergence", "anchored", "discopop", "aot",
                 "reference_free", "adaptive", "ranking", "kto", "token_level", "multi_objective", "triples",
-                "policy_gradient", "scpo", "weighted_sft", "vpo", "discriminative"]
+                "policy_gradient", "scpo", "weighted_sft", "vpo", "discriminative", "pcrm"]
 # What a loss consumes: pairs (PairLogps), ranked lists (ListLogps), labelled completions (UnpairedLogps), or
 # the policy's own scored samples (PolicyLogps; the loss is per token [N, T], aggregated by the RL objective).
 KINDS = ("pairwise", "ranking", "unpaired", "policy")

@@ -8,7 +8,8 @@ resumed run labels its rollouts exactly as the interrupted one did and no RNG st
   verifier    toy arithmetic: 1 if the first number stated is the answer, else 0 (arithmetic prompts only)
   self_consistency  the share of the prompt's samples that state the same answer (ScPO's vote); never
               reads the true answer, so it labels prompts that have none
-  rm:FOLDER   a saved scalar reward model (prefalign rm train)"""
+  rm:FOLDER   a saved scalar reward model (prefalign rm train)
+  maxmin:FOLDER  MaxMin-RLHF: the worst-off group's standardised reward (groups fitted by prefalign rm groups)"""
 
 from __future__ import annotations
 
@@ -86,14 +87,23 @@ SCORERS: dict[str, Callable[..., Scorer]] = {
     "verifier": lambda arg, noise: ArithmeticVerifier(),
     "self_consistency": lambda arg, noise: SelfConsistencyVote(),
     "rm": lambda arg, noise: RewardModelScorer(arg),
+    "maxmin": lambda arg, noise: _maxmin(arg),
 }
+
+
+def _maxmin(folder: str) -> Scorer:
+    from prefalign.pluralistic.maxmin import MaxMinScorer
+
+    return MaxMinScorer(folder)
 
 
 def build_scorer(spec: str, noise: float = 0.5) -> Scorer:
     """`name` or `name:argument` (rm:FOLDER)."""
     name, _, arg = spec.partition(":")
     if name not in SCORERS:
-        raise ValueError(f"unknown online.scorer {spec!r}; known: {', '.join(sorted(SCORERS))} (rm takes rm:FOLDER)")
-    if name == "rm" and not arg:
-        raise ValueError("online.scorer rm needs the reward model's folder: rm:runs/reward/reward_model")
+        raise ValueError(f"unknown online.scorer {spec!r}; known: {', '.join(sorted(SCORERS))} (rm and maxmin take "
+                         ":FOLDER)")
+    if name in ("rm", "maxmin") and not arg:
+        example = {"rm": "rm:runs/reward/reward_model", "maxmin": "maxmin:runs/groups"}[name]
+        raise ValueError(f"online.scorer {name} needs a folder: {example}")
     return SCORERS[name](arg, noise)

@@ -16,12 +16,13 @@ import yaml
 from rich.console import Console
 
 from prefalign.atomic_files import write_text_atomic
-from prefalign.config.schema import EngineConfig, RewardTrainConfig
+from prefalign.config.schema import EngineConfig, RewardConfig, RewardTrainConfig
 from prefalign.data.collate import PairBatch, collate_pairs, fixed_batches
 from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.examples import PreferencePair
 from prefalign.data.loading import load_examples, to_pairs
 from prefalign.data.tokenize import TokenizedPair
+from prefalign.losses.pcrm import bounded_ranking_loss, margin_bound
 from prefalign.models.engine import precision_context
 from prefalign.models.loading import (
     DTYPES,
@@ -49,6 +50,7 @@ from prefalign.training.preference import (
 from prefalign.training.run_folder import claim_run_folder
 
 USER_INDEX = "__user_index"
+LENGTH_RATIO = "__length_ratio"  # PCRM's prior: min / max of the two responses' token counts
 
 
 def pair_margins(model: RewardModel, batch: PairBatch, weights: torch.Tensor | None = None,
@@ -69,10 +71,9 @@ def pair_margins(model: RewardModel, batch: PairBatch, weights: torch.Tensor | N
 class RewardObjective(Objective):
     """The loop's objective: the summed per-pair loss, and per-pair accuracy and margin."""
 
-    def __init__(self, spec: RewardSpec, margin_column: str | None, center: float,
-                 objective_columns: list[str] | None = None) -> None:
-        self.spec, self.margin_column, self.center = spec, margin_column, center
-        self.objective_columns = objective_columns
+    def __init__(self, spec: RewardSpec, reward: RewardConfig) -> None:
+        self.spec, self.margin_column, self.center = spec, reward.margin_column, reward.center
+        self.objective_columns, self.prior = reward.objectives, reward.prior_constraint
 
     def units(self, batch: PairBatch) -> int:
         return batch.num_pairs
@@ -91,11 +92,19 @@ class RewardObjective(Objective):
         elif self.objective_columns:
             labels = torch.stack([batch.extras[k] for k in self.objective_columns], dim=1).to(chosen)
             loss = multi_objective_bradley_terry(chosen, rejected, labels, self.center)
+        elif self.prior:
+            loss = self.prior_constrained(chosen[:, 0] - rejected[:, 0], batch)
         else:
             margin = batch.extras[self.margin_column].to(chosen) if self.margin_column else None
             loss = bradley_terry(chosen[:, 0], rejected[:, 0], margin, self.center)
         margins = pair_margins(inner, batch, outputs=out.detach())
         return loss.sum(), {"accuracy": (margins > 0).float() + 0.5 * (margins == 0).float(), "margin": margins}
+
+    def prior_constrained(self, margin: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+        """PCRM: the margin ranked and held under the bound its pair's similarity sets."""
+        p = self.prior
+        sim = batch.extras[LENGTH_RATIO if p.similarity == "length_ratio" else p.column].to(margin)
+        return bounded_ranking_loss(margin, margin_bound(sim, p.beta1, p.beta2, p.beta3))
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -120,6 +129,8 @@ def reward_pairs(cfg: RewardTrainConfig, tok: RewardTokenizer) -> tuple[list[Tok
         pairs, held = split_by_row(pairs, cfg.data.eval_fraction, cfg.trainer.seed)
     r = cfg.reward
     numeric = ([r.margin_column] if r.margin_column else []) + (r.objectives or [])
+    if r.prior_constraint and r.prior_constraint.similarity == "column":
+        numeric.append(r.prior_constraint.column)
     users = sorted({p.tags.get(r.user_column, "") for p in pairs}) if r.head == "pal" else []
 
     def tokenize(pair: PreferencePair) -> TokenizedPair:
@@ -133,6 +144,9 @@ def reward_pairs(cfg: RewardTrainConfig, tok: RewardTokenizer) -> tuple[list[Tok
                 raise DataError(pair.ref, r.user_column, f"user {user!r} does not occur in the training data; "
                                 "adapt to new users with rewards.pal.adapt_new_user", "unknown_user")
             tokenized = with_extras(tokenized, **{USER_INDEX: float(users.index(user))})
+        if r.prior_constraint and r.prior_constraint.similarity == "length_ratio":
+            n_w, n_l = len(tokenized.chosen_ids), len(tokenized.rejected_ids)
+            tokenized = with_extras(tokenized, **{LENGTH_RATIO: min(n_w, n_l) / max(n_w, n_l, 1)})
         return tokenized
 
     train = tokenize_all(pairs, tokenize, cfg.data, loaded.tally)
@@ -213,7 +227,7 @@ def train_reward_model(cfg: RewardTrainConfig, resume: bool = False, console: Co
         console.print(f"reward model: {kind} backbone {cfg.model.name_or_path}, head {r.head}; "
                       f"{len(train)} training pairs, {len(held)} held out; {truncated} sequences truncated to "
                       f"{cfg.data.max_length} tokens")
-    objective = RewardObjective(spec, r.margin_column, r.center, r.objectives)
+    objective = RewardObjective(spec, r)
     with precision_context(cfg.engine, model):  # engine.autocast: bf16 matmuls, weights in model.dtype
         loop = train_loop(model, objective, LoopData(train, collate, eval_batches), cfg.trainer, run_dir,
                           resume=resume, on_step=on_step, console=console, processes=processes)

@@ -5,23 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from prefalign.config.schema import DataConfig
 from prefalign.data.examples import PreferencePair
-from prefalign.data.loading import load_examples, to_pairs
 from prefalign.rewards.evaluate import score_with_implicit_reward, score_with_reward_model
 from prefalign.selection.folds import FoldRuns, out_of_fold_margins
 from prefalign.selection.selectors import SCORE_HELP, PairScores
-
-
-def read_pairs(source: str) -> list[PreferencePair]:
-    """The pairs of `source`, one per row (a selection keeps or drops rows)."""
-    cfg = DataConfig(train=source, eval_fraction=0.0)
-    pairs = to_pairs(load_examples(source, cfg), cfg)
-    rows = [p.ref.row for p in pairs]
-    if len(set(rows)) != len(rows):
-        raise ValueError(f"{source}: some rows hold several pairs (rated or ranked data); data select keeps or drops "
-                         "whole rows, so give it one pair per row (e.g. pairs built with data.pairs.rule first)")
-    return pairs
 
 
 def column_margin(pairs: list[PreferencePair], column: str) -> np.ndarray:

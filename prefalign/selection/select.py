@@ -67,7 +67,8 @@ def report(method: str, params: dict, rows: list[int], selection: Selection) -> 
 def select_data(source: str, out: Path, method: str, keep: float, seed: int = 0, params: dict | None = None,
                 **scorers: object) -> dict:
     """Write the kept rows to `out` (JSONL) and the report to `out` with .report.json; return the report."""
-    from prefalign.selection.scores import pair_scores, read_pairs
+    from prefalign.data.loading import read_pairs
+    from prefalign.selection.scores import pair_scores
 
     if method not in SELECTORS:
         raise ValueError(f"--method {method!r}: choose from {', '.join(SELECTORS)}")

@@ -20,17 +20,20 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def toy_reward_rows(n: int, seed: int = 0, held_out: bool = False, users: tuple[str, ...] = ()) -> list[dict]:
-    """`n` rows over the training prompts (or the held-out prompts of the toy split)."""
+def toy_reward_rows(n: int, seed: int = 0, held_out: bool = False, users: tuple[str, ...] = (),
+                    tastes: dict[str, str] | None = None) -> list[dict]:
+    """`n` rows over the training prompts (or the held-out prompts of the toy split). `tastes` maps user ids
+    to tastes instead (for groups to be found from the users): `user` is then the id and `taste` its taste."""
     rng = random.Random(seed)
     train, held = split_prompts()
     prompts = held if held_out else train
+    users = tuple(tastes) if tastes else users
     rows: list[dict] = []
     while len(rows) < n:
         prompt = rng.choice(prompts)
         a, b = (respond(prompt, random_attributes(rng), rng) for _ in range(2))
         user = rng.choice(users) if users else "quality"
-        taste = USERS[user]
+        taste = USERS[tastes[user] if tastes else user]
         if a == b or taste(prompt, a) == taste(prompt, b):
             continue
         chosen, rejected = (a, b) if taste(prompt, a) > taste(prompt, b) else (b, a)
@@ -39,5 +42,7 @@ def toy_reward_rows(n: int, seed: int = 0, held_out: bool = False, users: tuple[
                "brevity": _sign(brevity_reward(prompt, chosen) - brevity_reward(prompt, rejected))}
         if users:
             row["user"] = user
+        if tastes:
+            row["taste"] = tastes[user]
         rows.append(row)
     return rows
