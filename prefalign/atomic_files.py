@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -13,6 +15,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_result(result: dict, json_out: Path | None, doc: Path | None, render: Callable[[dict], str]) -> None:
+    """An evaluation script's outputs: the figures as JSON, and the markdown `render` makes of them."""
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(result, indent=2))
+    if doc is not None:
+        write_text_atomic(doc, render(result))
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

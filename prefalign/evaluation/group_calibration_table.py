@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from prefalign.atomic_files import write_text_atomic
+from prefalign.atomic_files import write_result
 from prefalign.config.schema import DataConfig, ModelConfig, RewardConfig, RewardTrainConfig, TrainerConfig
 from prefalign.rewards.evaluate import score_with_reward_model, summarize
 from prefalign.rewards.train import train_reward_model
@@ -66,10 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(tuple(args.mix), args.steps, args.seed)
     print(json.dumps(result, indent=2))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2))
-    if args.doc:
-        write_text_atomic(args.doc, markdown(result))
+    write_result(result, args.json, args.doc, markdown)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prefalign.atomic_files import write_text_atomic
+from prefalign.atomic_files import write_result
 from prefalign.config.examples import EXAMPLES_DIR
 from prefalign.config.loading import load_config
 from prefalign.config.schema import (
@@ -140,10 +140,7 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, help="only rewrite --doc from a saved --json")
     args = parser.parse_args()
     result = json.loads(args.from_json.read_text()) if args.from_json else measure(args.steps, args.seed, args.prompts)
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2))
-    if args.doc:
-        write_text_atomic(args.doc, markdown(result))
+    write_result(result, args.json, args.doc, markdown)
 
 
 if __name__ == "__main__":

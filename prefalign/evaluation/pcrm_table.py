@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from scipy.stats import spearmanr
 
-from prefalign.atomic_files import write_text_atomic
+from prefalign.atomic_files import write_result
 from prefalign.config.schema import (
     DataConfig,
     ModelConfig,
@@ -158,10 +158,7 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, help="only rewrite --doc from a saved --json")
     args = parser.parse_args()
     result = json.loads(args.from_json.read_text()) if args.from_json else measure(args.seeds, args.steps)
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2))
-    if args.doc:
-        write_text_atomic(args.doc, markdown(result))
+    write_result(result, args.json, args.doc, markdown)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prefalign.atomic_files import write_text_atomic
+from prefalign.atomic_files import write_result
 from prefalign.config.schema import TrainerConfig
 from prefalign.data.tokenize import CompletionTokenizer
 from prefalign.evaluation.modpo_sweep import (
@@ -109,7 +109,4 @@ def render(result: dict) -> str:
 
 
 def write_outputs(result: dict, doc: Path | None, json_out: Path | None) -> None:
-    if json_out is not None:
-        write_text_atomic(json_out, json.dumps(result, indent=2))
-    if doc is not None:
-        write_text_atomic(doc, render(result))
+    write_result(result, json_out, doc, render)
