@@ -377,6 +377,8 @@ def rm_groups(config: ConfigOpt = None, overrides: OverridesArg = None,
               groups: Annotated[int, typer.Option(help="how many groups of users")] = 2,
               rounds: Annotated[int, typer.Option(help="EM rounds at most (it stops when no user moves)")] = 5,
               out: Annotated[Path, typer.Option(help="folder: group{k}/ per group and groups.json")] = Path("runs/groups"),
+              start: Annotated[str, typer.Option(help="pooled (users ranked by one reward model's fit of their "
+                                                      "pairs) or random")] = "pooled",
               seed: int = 0) -> None:
     """MaxMin-RLHF's mixture: EM over the users of data.train (reward.user_column) into groups, a Bradley-Terry
     reward model per group. Serve it to `prefalign online`/`rl` as the scorer maxmin:OUT (the worst-off group's
@@ -387,7 +389,7 @@ def rm_groups(config: ConfigOpt = None, overrides: OverridesArg = None,
     if groups < 2:
         raise ValueError(f"--groups {groups}: a mixture needs 2 groups or more")
     cfg = load_config(config, overrides or [], schema=RewardTrainConfig)
-    fit = fit_groups(cfg, groups, rounds, out, seed, console)
+    fit = fit_groups(cfg, groups, rounds, out, seed, console, start)
     sizes = [list(fit.assignment.values()).count(k) for k in range(groups)]
     console.print(f"{len(fit.rounds)} EM rounds; users per group {sizes}; {out / 'groups.json'}", markup=False)
 
@@ -437,6 +439,9 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
             sections: Annotated[Optional[Path], typer.Option(help="JSON {section: [subsets]} (RewardBench-style)")] = None,
             group_column: Annotated[str, typer.Option(help="the column that names each pair's group (a subset, or "
                                                            "the annotators' group, e.g. user)")] = "subset",
+            contrast_similarity: Annotated[Optional[float], typer.Option(
+                help="also Contrast Instructions consistency: each prompt against its nearest other prompt at this "
+                     "TF-IDF cosine or more (0.5 pairs toy prompts that differ in one word)")] = None,
             json_out: JsonOpt = None, trust_remote_code: TrustCodeOpt = False, allow_pickle: PickleOpt = False) -> None:
     """Accuracy and calibration (ECE), overall and per group, per section, and for a policy its ranking accuracy."""
     from prefalign.atomic_files import write_text_atomic
@@ -452,6 +457,8 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
     summary = summarize(scored, json.loads(sections.read_text()) if sections else None, group_column)
     if group_column != "subset" and "subsets" not in summary:
         raise ValueError(f"{data}: no pair has a {group_column!r} column (--group-column)")
+    if contrast_similarity is not None:
+        summary["contrast"] = _contrast(scored.pairs, model, contrast_similarity, weights, max_length)
     console.print_json(json.dumps(summary))
     if json_out:
         from prefalign.evaluation import plots
@@ -463,6 +470,19 @@ def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset
             ("Margin r_w - r_l per pair", plots.reward_distributions({"margin": margins}, "margin r_w - r_l", "pairs")),
             ("Calibration", plots.reliability_diagram(margins))])
         console.print(f"wrote {json_out} and {json_out.with_suffix('.html')}", markup=False, highlight=False)
+
+
+def _contrast(pairs: list, model: Optional[Path], min_similarity: float, weights: Optional[str],
+              max_length: Optional[int]) -> dict:
+    from prefalign.rewards.consistency import contrast_consistency, contrast_pairs
+    from prefalign.rewards.scoring import RewardScorer
+
+    if model is None:
+        raise ValueError("--contrast-similarity scores prompts with other prompts' responses; it needs --model")
+    if not 0 < min_similarity <= 1:
+        raise ValueError(f"--contrast-similarity {min_similarity}: give a cosine in (0, 1]")
+    scorer = RewardScorer(str(model), _weights(weights), max_length)
+    return contrast_consistency(scorer.score, contrast_pairs(pairs, min_similarity))
 
 
 @judges_app.command("validate")

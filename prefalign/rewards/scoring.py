@@ -32,8 +32,9 @@ class RewardScorer:
         self.tok = load_reward_tokenizer(folder, max_length)
 
     @torch.no_grad()
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return (self.model(self.tok.batch(prompts, responses)) @ self.weights).tolist()
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 128) -> list[float]:
+        return [r for i in range(0, len(prompts), batch_size) for r in
+                (self.model(self.tok.batch(prompts[i:i + batch_size], responses[i:i + batch_size])) @ self.weights).tolist()]
 
     def score_one(self, prompt: str, response: str) -> float:
         return self.score([prompt], [response])[0]
