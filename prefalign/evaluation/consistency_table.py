@@ -11,8 +11,6 @@ reads only the response (minus its length) cannot be consistent at all, and scor
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -20,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from prefalign.atomic_files import write_result
 from prefalign.config.schema import DataConfig, ModelConfig, RewardConfig, RewardTrainConfig, TrainerConfig
 from prefalign.data.loading import read_pairs
+from prefalign.evaluation.table_script import seeded_table_main
 from prefalign.rewards.consistency import Contrast, contrast_consistency, contrast_pairs
 from prefalign.rewards.evaluate import score_with_reward_model, summarize
 from prefalign.rewards.scoring import RewardScorer
@@ -112,15 +110,7 @@ def markdown(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--doc", type=Path)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--from-json", type=Path, help="only rewrite --doc from a saved --json")
-    args = parser.parse_args()
-    result = json.loads(args.from_json.read_text()) if args.from_json else measure(args.seeds, args.steps)
-    write_result(result, args.json, args.doc, markdown)
+    seeded_table_main(__doc__, measure, markdown)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ rank correlation with human preferences)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -21,7 +20,6 @@ import numpy as np
 from rich.console import Console
 from scipy.stats import spearmanr
 
-from prefalign.atomic_files import write_result
 from prefalign.config.schema import (
     DataConfig,
     ModelConfig,
@@ -31,6 +29,7 @@ from prefalign.config.schema import (
     TrainerConfig,
 )
 from prefalign.data.similarity import write_response_similarity
+from prefalign.evaluation.table_script import seeded_table_main
 from prefalign.rewards.evaluate import score_with_reward_model, summarize
 from prefalign.rewards.train import train_reward_model
 from prefalign.toy.gold_reward import gold_reward
@@ -150,15 +149,7 @@ def notes(result: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--doc", type=Path)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--from-json", type=Path, help="only rewrite --doc from a saved --json")
-    args = parser.parse_args()
-    result = json.loads(args.from_json.read_text()) if args.from_json else measure(args.seeds, args.steps)
-    write_result(result, args.json, args.doc, markdown)
+    seeded_table_main(__doc__, measure, markdown)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ words and digits included, so "what is 1 plus 7 ?" and "what is 5 plus 5 ?" diff
 more, with each prompt's first chosen response as its good response. A chosen response is only preferred to
 another, not a reference answer, so where a trusted scorer exists, its own consistency on the same contrasts is
 the ceiling to read the figures against (docs/reward_consistency.md does so with the toy's gold reward).
-Bradley-Terry training
-only fixes reward differences under one prompt, so nothing in it asks for instruction consistency; it is
-reported because the paper's RLHF argument needs rewards comparable across prompts."""
+Bradley-Terry training only fixes reward differences under one prompt, so nothing in it asks for instruction
+consistency; it is reported because the paper's RLHF argument needs rewards comparable across prompts."""
 
 from __future__ import annotations
 
