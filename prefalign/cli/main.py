@@ -699,6 +699,10 @@ def decode(config: ConfigOpt = None, overrides: OverridesArg = None,
            value: Annotated[Optional[list[str]], typer.Option(help="FOLDER[=WEIGHT]: a value model (CD, VAS); "
                                                               "repeatable, weights add")] = None,
            baseline: Annotated[Optional[str], typer.Option(help="Transfer Q*: the baseline model for rollouts")] = None,
+           draft: Annotated[Optional[str], typer.Option(help="a small model with the policy's tokenizer: sample, "
+                                                        "best-of-n, rejection and the consistency strategies then "
+                                                        "sample speculatively (same distribution)")] = None,
+           draft_tokens: Annotated[Optional[int], typer.Option(help="draft tokens per policy pass (default 4)")] = None,
            k: Optional[int] = None, weight: Optional[float] = None, block: Optional[int] = None,
            horizon: Optional[int] = None, guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None,
            threshold: Optional[float] = None, greedy: Optional[bool] = None, max_new_tokens: Optional[int] = None,
@@ -804,6 +808,15 @@ def toy_build_base(out: Annotated[Path, typer.Option(help="where to write; the b
     from prefalign.toy.base import build_base
 
     console.print(f"wrote {build_base(out)}")
+
+
+@toy_app.command("build-draft")
+@friendly_errors
+def toy_build_draft(out: Annotated[Path, typer.Option(help="where to write")] = Path("runs/toy-draft")) -> None:
+    """A one-layer draft of the toy base for speculative sampling (`decode --draft`), ~10 s on 2 cores."""
+    from prefalign.toy.draft import build_draft
+
+    console.print(f"wrote {build_draft(out)}")
 
 
 @toy_app.command("make-pairs")

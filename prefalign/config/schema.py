@@ -505,6 +505,9 @@ class DecodeConfig(Strict):
     reward_model: str | None = Field(None, description="decoder reward model sharing the policy's tokenizer (ARGS)")
     value: list[str] = Field(default_factory=list, description="FOLDER[=WEIGHT] value models (CD, VAS)")
     baseline: str | None = Field(None, description="Transfer Q*: the baseline model for rollouts")
+    draft: str | None = Field(None, description="a small model sharing the policy's tokenizer: plain-sampling "
+                              "strategies then sample speculatively (the same distribution, fewer policy passes)")
+    draft_tokens: int = Field(4, ge=1, description="tokens the draft proposes per policy forward pass")
     weights: list[float] | None = Field(None, description="a weight per objective of a multi-objective reward model")
     k: int = Field(10, ge=1, description="candidates (ARGS, CD, VAS, TQ*), samples (best-of-N, consistency)")
     weight: float = Field(1.0, description="ARGS's w, Transfer Q*'s alpha")

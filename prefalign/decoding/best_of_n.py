@@ -20,9 +20,11 @@ def best_of_n_kl_bound(n: int) -> float:
 
 
 def best_of_n(model: torch.nn.Module, tokenizer: object, prompts: list[str], score: TextScore, n: int = 8,
-              max_new_tokens: int = 48, seed: int = 0) -> tuple[list[Sample], int]:
-    """The best of n samples per prompt, and the number of tokens drawn."""
-    groups = sample(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, seed=seed)
+              max_new_tokens: int = 48, seed: int = 0, draft: torch.nn.Module | None = None,
+              draft_tokens: int = 4) -> tuple[list[Sample], int]:
+    """The best of n samples per prompt, and the number of tokens drawn; `draft` samples speculatively."""
+    groups = sample(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, seed=seed, draft=draft,
+                    draft_tokens=draft_tokens)
     flat = [s for g in groups for s in g]
     scores = score([s.prompt for s in flat], [s.text for s in flat])
     # ties go to the earliest sample, so a constant scorer returns the base's first sample
@@ -32,7 +34,8 @@ def best_of_n(model: torch.nn.Module, tokenizer: object, prompts: list[str], sco
 
 def rejection_sample(model: torch.nn.Module, tokenizer: object, prompts: list[str], score: TextScore,
                      threshold: float, max_tries: int = 8, max_new_tokens: int = 48,
-                     seed: int = 0) -> tuple[list[Sample], int]:
+                     seed: int = 0, draft: torch.nn.Module | None = None,
+                     draft_tokens: int = 4) -> tuple[list[Sample], int]:
     """The first sample per prompt scoring at least `threshold` (else the best), and the tokens drawn."""
     drawn_tokens = 0
     best: list[tuple[float, Sample] | None] = [None] * len(prompts)
@@ -41,7 +44,7 @@ def rejection_sample(model: torch.nn.Module, tokenizer: object, prompts: list[st
         if not todo:
             break
         drawn = [g[0] for g in sample(model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens,
-                                      seed=seed + attempt)]
+                                      seed=seed + attempt, draft=draft, draft_tokens=draft_tokens)]
         drawn_tokens += sum(len(s.completion_ids) for s in drawn)
         scores = score([s.prompt for s in drawn], [s.text for s in drawn])
         for i, s, r in zip(todo, drawn, scores):

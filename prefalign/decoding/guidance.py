@@ -34,6 +34,11 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def cache_keyword(model: torch.nn.Module) -> str:
+    """transformers 5 renamed the KV cache argument and output (past_key_values -> cache); older ones lack it."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class PrefixScorer(torch.nn.Module):
     """A causal body and a linear head read at every position: the score of each prefix.
 
@@ -43,8 +48,7 @@ class PrefixScorer(torch.nn.Module):
     def __init__(self, body: torch.nn.Module, head: torch.nn.Linear, weights: list[float] | None = None) -> None:
         super().__init__()
         self.body, self.head = body, head
-        # transformers 5 renamed the cache argument and output (past_key_values -> cache); older ones lack it.
-        self.cache_name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        self.cache_name = cache_keyword(body)
         k = head.out_features
         self.register_buffer("weights", torch.tensor(weights if weights is not None else [1.0 / k] * k))
 

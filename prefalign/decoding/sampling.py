@@ -65,8 +65,12 @@ def completion(tokenizer: object, prompt: str, prompt_ids: list[int], new: list[
 def generate(model: PreTrainedModel, tokenizer: object, prompts: list[str], max_new_tokens: int = 48,
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
              logits_processor: list[LogitsProcessor] | None = None, use_cache: bool = True,
-             **generate_kwargs: object) -> list[Sample]:
-    """One completion per prompt, as one batch; `generate_kwargs` go to `model.generate` as they are."""
+             draft: PreTrainedModel | None = None, draft_tokens: int = 4, **generate_kwargs: object) -> list[Sample]:
+    """One completion per prompt, as one batch; `generate_kwargs` go to `model.generate` as they are. With a
+    `draft` model the same distribution is drawn by speculative sampling (decoding/speculative.py)."""
+    if draft is not None:
+        return _speculative(model, draft, tokenizer, prompts, max_new_tokens, do_sample, temperature, top_p, seed,
+                            draft_tokens, logits_processor, generate_kwargs)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -83,14 +87,27 @@ def generate(model: PreTrainedModel, tokenizer: object, prompts: list[str], max_
     return [completion(tokenizer, p, encoded[i], gen[i, width:].tolist()) for i, p in enumerate(prompts)]
 
 
+def _speculative(model: PreTrainedModel, draft: PreTrainedModel, tokenizer: object, prompts: list[str],
+                 max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, seed: int, draft_tokens: int,
+                 logits_processor: list[LogitsProcessor] | None, generate_kwargs: dict) -> list[Sample]:
+    from prefalign.decoding.speculative import speculative_generate
+
+    if logits_processor or generate_kwargs or top_p < 1.0:
+        raise ValueError("a draft model (speculative sampling) draws from the policy's own distribution: it does "
+                         "not combine with top-p, logits processors or other generate options")
+    return speculative_generate(model, draft, tokenizer, prompts, max_new_tokens, draft_tokens,
+                                temperature if do_sample else 0.0, seed)[0]
+
+
 def sample(model: PreTrainedModel, tokenizer: object, prompts: list[str], n: int = 1, max_new_tokens: int = 48,
-           temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64, seed: int = 0) -> list[list[Sample]]:
+           temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64, seed: int = 0,
+           draft: PreTrainedModel | None = None, draft_tokens: int = 4) -> list[list[Sample]]:
     """`n` samples for each prompt; result[i][j] is the j-th sample of prompts[i]. Seeded and reproducible."""
     flat = [p for p in prompts for _ in range(n)]
     out: list[Sample] = []
     for start in range(0, len(flat), batch_size):
         out += generate(model, tokenizer, flat[start:start + batch_size], max_new_tokens, temperature=temperature,
-                        top_p=top_p, seed=seed * 7919 + start)
+                        top_p=top_p, seed=seed * 7919 + start, draft=draft, draft_tokens=draft_tokens)
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 

@@ -36,6 +36,8 @@ class DecodeSetup:
     values: list[tuple[PrefixScorer, float]] = field(default_factory=list)  # (value model, weight): CD, VAS
     baseline: torch.nn.Module | None = None  # Transfer Q*: rolls out continuations
     baseline_score: TextScore | None = None  # Transfer Q* indirect: the baseline's own reward
+    draft: torch.nn.Module | None = None  # speculative sampling's draft model, for strategies that draw plain samples
+    draft_tokens: int = 4  # tokens the draft proposes per policy forward pass
     k: int = 10  # top-k candidates (ARGS, CD, VAS, TQ*), samples (best-of-N, self-consistency), blocks (CD-block)
     weight: float = 1.0  # ARGS's w, TQ*'s alpha
     block: int = 8
@@ -88,20 +90,21 @@ def _block_score(setup: DecodeSetup, prompts: list[str], strategy: str, value_fi
 
 def plain(setup: DecodeSetup, prompts: list[str]) -> Decoded:
     out = generate(setup.model, setup.tokenizer, prompts, setup.max_new_tokens, do_sample=not setup.greedy,
-                   seed=setup.seed, use_cache=setup.cache)
+                   seed=setup.seed, use_cache=setup.cache, draft=setup.draft, draft_tokens=setup.draft_tokens)
     return Decoded(out, _drawn(out))
 
 
 def best_of_n_strategy(setup: DecodeSetup, prompts: list[str]) -> Decoded:
     _need(setup.score, "a scorer", "best-of-n")
-    out, drawn = best_of_n(setup.model, setup.tokenizer, prompts, setup.score, setup.k, setup.max_new_tokens, setup.seed)
+    out, drawn = best_of_n(setup.model, setup.tokenizer, prompts, setup.score, setup.k, setup.max_new_tokens, setup.seed,
+                           setup.draft, setup.draft_tokens)
     return Decoded(out, drawn)
 
 
 def rejection(setup: DecodeSetup, prompts: list[str]) -> Decoded:
     _need(setup.score, "a scorer", "rejection")
     out, drawn = rejection_sample(setup.model, setup.tokenizer, prompts, setup.score, setup.threshold, setup.k,
-                                  setup.max_new_tokens, setup.seed)
+                                  setup.max_new_tokens, setup.seed, setup.draft, setup.draft_tokens)
     return Decoded(out, drawn)
 
 
@@ -165,7 +168,8 @@ def _pick(group: list[Sample], answer: str | None, extract: Callable[[str], str 
 
 
 def _k_samples(setup: DecodeSetup, prompts: list[str]) -> list[list[Sample]]:
-    return sample(setup.model, setup.tokenizer, prompts, n=setup.k, max_new_tokens=setup.max_new_tokens, seed=setup.seed)
+    return sample(setup.model, setup.tokenizer, prompts, n=setup.k, max_new_tokens=setup.max_new_tokens, seed=setup.seed,
+                  draft=setup.draft, draft_tokens=setup.draft_tokens)
 
 
 def self_consistency(setup: DecodeSetup, prompts: list[str]) -> Decoded:
@@ -182,7 +186,8 @@ def adaptive(setup: DecodeSetup, prompts: list[str]) -> Decoded:
         if not todo:
             break
         for i, g in zip(todo, sample(setup.model, setup.tokenizer, [prompts[i] for i in todo],
-                                     max_new_tokens=setup.max_new_tokens, seed=setup.seed * 1000 + r)):
+                                     max_new_tokens=setup.max_new_tokens, seed=setup.seed * 1000 + r,
+                                     draft=setup.draft, draft_tokens=setup.draft_tokens)):
             drawn[i].append(g[0])
         todo = [i for i in todo if not decided([setup.answer(s.text) for s in drawn[i]], setup.confidence)]
     out = [_pick(g, majority_vote([setup.answer(s.text) for s in g]), setup.answer) for g in drawn]
@@ -217,7 +222,15 @@ STRATEGIES: dict[str, Callable[[DecodeSetup, list[str]], Decoded]] = {
 }
 
 
+# the strategies whose every draw is a plain sample of the policy, which a draft model can speed up unchanged
+SPECULATIVE = ("sample", "best-of-n", "rejection", "self-consistency", "adaptive-consistency", "soft-consistency",
+               "universal-consistency")
+
+
 def decode(strategy: str, setup: DecodeSetup, prompts: list[str]) -> Decoded:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if setup.draft is not None and strategy not in SPECULATIVE:
+        raise ValueError(f"a draft model (speculative sampling) speeds up plain sampling only ({', '.join(SPECULATIVE)});"
+                         f" {strategy!r} reshapes the policy's distribution")
     return STRATEGIES[strategy](setup, prompts)
