@@ -134,3 +134,22 @@ def test_decode_cli_samples_speculatively_with_a_built_draft(tmp_path, monkeypat
     refused = runner.invoke(app, ["decode", "--strategy", "cfg", "--draft", str(tmp_path / "draft"),
                                   "--n-prompts", "1", "--out", str(out)])
     assert refused.exit_code == 2 and "speeds up plain sampling only" in refused.output
+
+
+def test_online_and_rl_rollouts_sample_speculatively_with_a_draft(tmp_path):
+    """online.draft / rl.draft: the loops run and log their rollouts; here the draft is the toy base itself,
+    which the policy drifts away from as it trains."""
+    from prefalign.online.recipe import train_online
+    from prefalign.online.rollouts import read_rollouts
+    from prefalign.rl.recipe import train_rl
+    from tests.test_online import online_config
+    from tests.test_rl import rl_config
+
+    cfg = online_config(tmp_path / "online", max_steps=4)
+    cfg.online.draft = "toy"
+    run = train_online(cfg)
+    rows = read_rollouts(run.run_dir / "rollouts.jsonl")
+    assert {r["round"] for r in rows} == {0, 1} and all(len(r["completions"]) == 3 for r in rows)
+    cfg = rl_config(tmp_path / "rl", max_steps=2)
+    cfg.rl.draft = "toy"
+    assert train_rl(cfg).loop.steps == 2

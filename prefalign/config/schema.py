@@ -381,6 +381,9 @@ class OnlineConfig(Strict):
     max_new_tokens: int = Field(48, gt=0)
     temperature: float = Field(1.0, gt=0)
     generation_batch_size: int = Field(64, gt=0, description="sequences per generate call")
+    draft: str | None = Field(None, description="a small model sharing the policy's tokenizer: rollouts are "
+                              "sampled speculatively (the policy's distribution, fewer policy passes)")
+    draft_tokens: int = Field(4, ge=1, description="tokens the draft proposes per policy forward pass")
 
     @model_validator(mode="after")
     def _rso_within_samples(self) -> OnlineConfig:
@@ -475,6 +478,9 @@ class RLConfig(Strict):
     temperature: float = Field(1.0, gt=0, description="sampling temperature; the policy's and the reference's "
                                                       "log-probs are taken at it too, so ratios are the sampler's")
     generation_batch_size: int = Field(128, gt=0)
+    draft: str | None = Field(None, description="a small model sharing the policy's tokenizer: rollouts are "
+                              "sampled speculatively (the policy's distribution, fewer policy passes)")
+    draft_tokens: int = Field(4, ge=1, description="tokens the draft proposes per policy forward pass")
 
 
 class RLTrainConfig(TrainConfig):

@@ -7,25 +7,14 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from prefalign.atomic_files import write_text_atomic
 from prefalign.config.schema import DecodeConfig
 from prefalign.decoding.guidance import PrefixScorer
+from prefalign.decoding.speculative import load_draft
 from prefalign.decoding.strategies import STRATEGIES, DecodeSetup, decode
 from prefalign.decoding.value_model import load_value_model
 from prefalign.evaluation.pairwise_judges import parse_reward
 from prefalign.models.loading import inference_tokenizer, load_for_inference
-
-
-def _draft(cfg: DecodeConfig, tokenizer: object, load: functools.partial,
-           trust_remote_code: bool) -> torch.nn.Module | None:
-    if cfg.draft is None:
-        return None
-    if inference_tokenizer(cfg.draft, trust_remote_code).get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"draft: {cfg.draft} has a tokenizer other than the policy's ({cfg.model}); speculative "
-                         "sampling needs the same vocabulary")
-    return load(cfg.draft)
 
 
 def decode_setup(cfg: DecodeConfig, trust_remote_code: bool = False, allow_pickle: bool = False) -> DecodeSetup:
@@ -39,10 +28,10 @@ def decode_setup(cfg: DecodeConfig, trust_remote_code: bool = False, allow_pickl
     score = parse_reward(cfg.scorer, cfg.weights)[0] if cfg.scorer else None
     reward_model = PrefixScorer.from_reward_model(cfg.reward_model, cfg.weights) if cfg.reward_model else None
     tokenizer = inference_tokenizer(cfg.model, trust_remote_code)
+    draft = load_draft(cfg.draft, tokenizer, "cpu", trust_remote_code, allow_pickle) if cfg.draft else None
     return DecodeSetup(load(cfg.model), tokenizer, score=score,
                        reward_model=reward_model, values=values, baseline=load(cfg.baseline) if cfg.baseline else None,
-                       draft=_draft(cfg, tokenizer, load, trust_remote_code), draft_tokens=cfg.draft_tokens, k=cfg.k,
-                       weight=cfg.weight, block=cfg.block, horizon=cfg.horizon,
+                       draft=draft, draft_tokens=cfg.draft_tokens, k=cfg.k, weight=cfg.weight, block=cfg.block, horizon=cfg.horizon,
                        guidance_scale=cfg.guidance_scale, negative_prompt=cfg.negative_prompt, threshold=cfg.threshold,
                        greedy=cfg.greedy, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 

@@ -136,6 +136,18 @@ def speculative_ids(target: PreTrainedModel, draft: PreTrainedModel, ids: torch.
     return [row[:max_new_tokens] for row in out], stats
 
 
+def load_draft(path: str, tokenizer: object, device: torch.device | str = "cpu", trust_remote_code: bool = False,
+               allow_pickle: bool = False) -> PreTrainedModel:
+    """A draft model (model, run or checkpoint folder) for speculative sampling, refused unless its tokenizer is
+    the policy's; eval mode on `device`."""
+    from prefalign.models.loading import inference_tokenizer, load_for_inference
+
+    if inference_tokenizer(path, trust_remote_code).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"draft: {path} has a tokenizer other than the policy's; speculative sampling needs the "
+                         "same vocabulary")
+    return load_for_inference(path, trust_remote_code, allow_pickle).to(device).eval()
+
+
 def speculative_generate(target: PreTrainedModel, draft: PreTrainedModel, tokenizer: object, prompts: list[str],
                          max_new_tokens: int = 48, k: int = 4, temperature: float = 1.0,
                          seed: int = 0) -> tuple[list[Sample], SpeculativeStats]:

@@ -20,7 +20,7 @@ from prefalign.losses.registry import build_losses, loss_kind
 from prefalign.models.engine import precision_context
 from prefalign.models.loading import disable_dropout, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
-from prefalign.online.rollouts import RolloutLog, RolloutSource
+from prefalign.online.rollouts import RolloutLog, RolloutSource, rollout_draft
 from prefalign.online.scorers import build_scorer
 from prefalign.toy.world import parse_prompt, split_prompts
 from prefalign.training.loop import LoopData, LoopResult
@@ -75,7 +75,8 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     if log is not None and not resume and log.path.exists():
         log.path.unlink()
     source = RolloutSource(policy, tokenizer, prompts, build_scorer(cfg.online.scorer, cfg.online.noise), cfg.online,
-                           cfg.trainer, collate, processes.rank, processes.world, log)
+                           cfg.trainer, collate, processes.rank, processes.world, log,
+                           rollout_draft(cfg.online, cfg.model, tokenizer, processes.device))
     console.print(f"online: {len(prompts)} prompts, {cfg.online.samples} samples each, scorer {cfg.online.scorer}, "
                   f"{cfg.trainer.batch_size * cfg.trainer.grad_accum} pairs a step, a round every "
                   f"{cfg.online.generate_every} steps", soft_wrap=True)

@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 
-from prefalign.config.schema import OnlineConfig, TrainerConfig
+from prefalign.config.schema import ModelConfig, OnlineConfig, RLConfig, TrainerConfig
 from prefalign.data.errors import RowRef
 from prefalign.data.prompts import cycling_slice
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.decoding.sampling import sample
+from prefalign.decoding.speculative import load_draft
 from prefalign.online.pairs import PAIR_RULES, PairChoice, PairContext
 from prefalign.online.scorers import Scorer
 from prefalign.training.batch_sources import BatchSource, StepBatches, split_step
@@ -56,6 +57,15 @@ class RolloutLog:
         keep_logged(self.path, lambda r: r["round"] <= last_round)
 
 
+def rollout_draft(cfg: OnlineConfig | RLConfig, model: ModelConfig, tokenizer: Any,
+                  device: torch.device) -> torch.nn.Module | None:
+    """The draft model rollouts are sampled speculatively with (`online.draft`, `rl.draft`), if any; trusted
+    and unpickled only as far as the run's model settings allow."""
+    if cfg.draft is None:
+        return None
+    return load_draft(cfg.draft, tokenizer, device, model.trust_remote_code, model.allow_pickle)
+
+
 def read_rollouts(path: Path) -> list[dict]:
     return read_jsonl(path)
 
@@ -75,11 +85,12 @@ class RolloutSource(BatchSource):
 
     def __init__(self, policy: torch.nn.Module, tokenizer: Any, prompts: list[str], scorer: Scorer,
                  cfg: OnlineConfig, trainer: TrainerConfig, collate: Callable[[list[Any], list[int]], Any],
-                 rank: int = 0, world: int = 1, log: RolloutLog | None = None) -> None:
+                 rank: int = 0, world: int = 1, log: RolloutLog | None = None,
+                 draft: torch.nn.Module | None = None) -> None:
         if not trainer.max_steps:
             raise ValueError("online training needs trainer.max_steps (there are no epochs over sampled data)")
         self.policy, self.tokenizer, self.prompts, self.scorer = policy, tokenizer, prompts, scorer
-        self.cfg, self.seed, self.collate, self.log = cfg, trainer.seed, collate, log
+        self.cfg, self.seed, self.collate, self.log, self.draft = cfg, trainer.seed, collate, log, draft
         self.step_size = trainer.batch_size * trainer.grad_accum
         self.micro_size = trainer.micro_batch_size or trainer.batch_size
         self.rank, self.world = rank, world
@@ -159,7 +170,8 @@ class RolloutSource(BatchSource):
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             drawn = sample(self.policy, self.tokenizer, prompts, n=k, max_new_tokens=self.cfg.max_new_tokens,
-                           temperature=self.cfg.temperature, batch_size=self.cfg.generation_batch_size, seed=seed)
+                           temperature=self.cfg.temperature, batch_size=self.cfg.generation_batch_size, seed=seed,
+                           draft=self.draft, draft_tokens=self.cfg.draft_tokens)
         t1 = time.perf_counter()
         texts = [[s.text for s in row] for row in drawn]
         flat = self.scorer.score([p for p in prompts for _ in range(k)], [t for row in texts for t in row], seed)

@@ -19,7 +19,7 @@ from prefalign.models.engine import precision_context
 from prefalign.models.loading import disable_dropout, frozen_model, load_policy, load_tokenizer
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.online.recipe import OnlineRun, online_prompts
-from prefalign.online.rollouts import RolloutLog
+from prefalign.online.rollouts import RolloutLog, rollout_draft
 from prefalign.rl.advantages import ADVANTAGES
 from prefalign.rl.batch import collate_groups
 from prefalign.rl.demonstrations import DemonstrationIds, load_demonstrations
@@ -106,7 +106,8 @@ def train_rl(cfg: RLTrainConfig, resume: bool = False, console: Console | None =
     source = GroupRolloutSource(policy, tokenizer, prompts, RewardTerms(cfg.rl), cfg.rl, cfg.trainer, collate,
                                 reference, objective.values if objective.critic else None, processes.rank,
                                 processes.world, log, dense_reward(cfg, processes.device),
-                                demonstrations(cfg.rl, prompts, tokenizer))
+                                demonstrations(cfg.rl, prompts, tokenizer),
+                                rollout_draft(cfg.rl, cfg.model, tokenizer, processes.device))
     t = cfg.trainer
     console.print(f"rl: {len(prompts)} prompts, {t.batch_size * t.grad_accum} x {cfg.rl.group_size} samples a "
                   f"step, advantage {cfg.rl.advantage}, losses {', '.join(x.name for x in cfg.loss)}, "

@@ -67,11 +67,12 @@ class GroupRolloutSource(BatchSource):
                  cfg: RLConfig, trainer: TrainerConfig, collate: Callable[..., PolicyBatch],
                  reference: Reference | None = None, critic: Callable | None = None, rank: int = 0,
                  world: int = 1, log: RolloutLog | None = None, dense: Callable | None = None,
-                 demos: Callable[[str, list[int]], list[int]] | None = None) -> None:
+                 demos: Callable[[str, list[int]], list[int]] | None = None,
+                 draft: torch.nn.Module | None = None) -> None:
         if not trainer.max_steps:
             raise ValueError("rl needs trainer.max_steps (there are no epochs over sampled data)")
         self.policy, self.tokenizer, self.prompts, self.rewards = policy, tokenizer, prompts, rewards
-        self.cfg, self.seed, self.collate, self.log = cfg, trainer.seed, collate, log
+        self.cfg, self.seed, self.collate, self.log, self.draft = cfg, trainer.seed, collate, log, draft
         self.reference, self.critic, self.dense, self.demos = reference, critic, dense, demos
         self.per_step = trainer.batch_size * trainer.grad_accum
         self.micro_size = trainer.micro_batch_size or trainer.batch_size
@@ -184,7 +185,8 @@ class GroupRolloutSource(BatchSource):
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             drawn = sample(self.policy, self.tokenizer, prompts, n=g, max_new_tokens=self.cfg.max_new_tokens,
-                           temperature=self.cfg.temperature, batch_size=self.cfg.generation_batch_size, seed=seed)
+                           temperature=self.cfg.temperature, batch_size=self.cfg.generation_batch_size, seed=seed,
+                           draft=self.draft, draft_tokens=self.cfg.draft_tokens)
         t1 = time.perf_counter()
         self.samples_total += len(prompts) * g
         if self.demos is not None:  # SRFT: the prompt's demonstration joins its group as member g
