@@ -829,6 +829,18 @@ def toy_make_pairs(out: Annotated[Path, typer.Option(help="output folder")] = Pa
     console.print(f"wrote {write_toy_pairs(out, seed=seed, n_prompts=prompts, n_samples=samples)}")
 
 
+@toy_app.command("make-step-pairs")
+@friendly_errors
+def toy_make_step_pairs(out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/toy-steps"),
+                        model: Annotated[str, typer.Option(help="whose samples: toy, a model or run folder")] = "toy",
+                        prompts: int = 600, samples: int = 4, alternatives: int = 4, seed: int = 0) -> None:
+    """Step-DPO pairs (data.format step) from a model's samples: the first step that lowers the gold reward
+    against the best of ALTERNATIVES sampled replacement steps."""
+    from prefalign.toy.step_pairs import write_toy_step_pairs
+
+    console.print(f"wrote {write_toy_step_pairs(out, model, prompts, samples, alternatives, seed)}")
+
+
 # Registered after the commands above, so that `prefalign --help` lists training first.
 from prefalign.cli.models import chat, generate, push, report  # noqa: E402
 

@@ -131,7 +131,7 @@ class DataConfig(Strict):
     eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split: str = "train"
     format: Literal["auto", "standard", "conversational", "implicit", "rated", "ranked", "unpaired",
-                    "joint", "triple"] = "auto"
+                    "joint", "triple", "step"] = "auto"
     on_bad_row: Literal["error", "skip"] = "error"
     max_length: int = Field(512, gt=1)
     max_prompt_length: int | None = Field(None, gt=0)

@@ -20,7 +20,8 @@ class PreferencePair:
     assistant turn(s). `extras` keeps the record's other numeric columns (margins, weights, ...).
     A joint pair (DOVE) compares two instruction-response pairs: the rejected response answers
     `rejected_prompt`, another prompt. `tags` keeps short string and integer columns (a user or group, a
-    subset name) as strings."""
+    subset name) as strings. A step pair (Step-DPO) holds the accepted steps so far in `prompt` and two
+    candidate next steps, which do not end the answer."""
 
     prompt: Text
     chosen: Text
@@ -29,6 +30,7 @@ class PreferencePair:
     extras: dict[str, float] = field(default_factory=dict)
     rejected_prompt: Text | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    next_step: bool = False  # Step-DPO: chosen/rejected are the next reasoning step, not whole answers (no EOS)
 
     @property
     def conversational(self) -> bool:

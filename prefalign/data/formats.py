@@ -9,10 +9,12 @@ Formats (declared, or detected from the first record's keys):
   unpaired        {"prompt": ..., "completion": ..., "label": bool}                       (KTO)
   joint           {"chosen_prompt", "chosen", "rejected_prompt", "rejected"}               (DOVE)
   triple          {"prompt", "gold", "chosen", "rejected"}                                 (TPO)
+  step            {"prompt", "initial_reason_steps", "chosen", "rejected"}                  (Step-DPO)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -28,7 +30,7 @@ from prefalign.data.examples import (
 )
 from prefalign.data.implicit_prompt import is_prefix, split_message_conversations, split_string_conversations
 
-FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired", "joint", "triple")
+FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired", "joint", "triple", "step")
 _PROMPT_KEYS = ("prompt", "instruction")
 _RESPONSE_KEYS = ("response", "text", "completion", "content")
 
@@ -39,6 +41,8 @@ def detect_format(fields: dict, where: RowRef | str) -> str:
         return "joint"
     if {"gold", "chosen", "rejected"} <= keys:
         return "triple"
+    if {"initial_reason_steps", "chosen", "rejected"} <= keys:
+        return "step"
     if {"chosen", "rejected"} <= keys:
         if "prompt" not in keys:
             return "implicit"
@@ -277,9 +281,21 @@ def parse_triple(fields: dict, ref: RowRef) -> TripleExample:
     return TripleExample(prompt, values["gold"], values["chosen"], values["rejected"], ref)
 
 
+def parse_step(fields: dict, ref: RowRef) -> PreferencePair:
+    """Step-DPO (Lai et al. 2024, "Step-DPO: Step-wise Preference Optimization for Long-chain Reasoning"):
+    the fields of Math-Step-DPO-10K. The accepted steps join the prompt as they are (keep their own
+    separators), so the loss sees only the two candidate next steps; those end no answer, so no EOS is added."""
+    pair = parse_standard({k: v for k, v in fields.items() if k != "initial_reason_steps"}, ref)
+    steps = _field(fields, "initial_reason_steps", ref)
+    if not isinstance(steps, str):
+        raise DataError(ref, "initial_reason_steps", f"expected a string, got {type(steps).__name__}", "mistyped_field")
+    return dataclasses.replace(pair, prompt=pair.prompt + steps, next_step=True)
+
+
 PARSERS: dict[str, Callable[..., Example]] = {
     "joint": parse_joint,
     "triple": parse_triple,
+    "step": parse_step,
     "standard": parse_standard,
     "conversational": parse_conversational,
     "implicit": parse_implicit,

@@ -161,8 +161,10 @@ class CompletionTokenizer:
             return self._joint_pair(pair)
         chosen = self.encode(pair.prompt, pair.chosen, pair.ref)
         rejected = self.encode(pair.prompt, pair.rejected, pair.ref)
-        prompt_ids, (c, r), truncated = self.fit(chosen.prompt_ids, [chosen.completion_ids, rejected.completion_ids],
-                                                 pair.ref)
+        completions = [chosen.completion_ids, rejected.completion_ids]
+        if pair.next_step:  # a step continues the answer: no EOS after it
+            completions = [c[:-1] if c and c[-1] == self.tokenizer.eos_token_id else c for c in completions]
+        prompt_ids, (c, r), truncated = self.fit(chosen.prompt_ids, completions, pair.ref)
         if c == r:  # texts that differ only where the tokenizer does not look (whitespace), or past max_length
             why = f"is the same as chosen once truncated to max_length={self.max_length}" if truncated else \
                 "tokenizes to the same ids as chosen (the texts differ only in whitespace)"
