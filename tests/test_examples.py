@@ -16,7 +16,7 @@ from prefalign.config.loading import load_config
 from tests.conftest import PAIRS, write_jsonl
 
 EXAMPLES = shipped_examples()
-ONE_STEP = [name for name, path in EXAMPLES.items() if example_command(path) in ("train", "rm train")]
+ONE_STEP = [name for name, path in EXAMPLES.items() if example_command(path) in ("train", "rm train", "sft")]
 
 
 def test_there_is_an_example_per_method_family():

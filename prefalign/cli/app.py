@@ -19,6 +19,7 @@ from prefalign.config.loading import ConfigError
 if TYPE_CHECKING:  # the recipes import torch; the CLI loads them only inside the commands
     from prefalign.online.recipe import OnlineRun
     from prefalign.training.preference import PreferenceRun
+    from prefalign.training.sft_recipe import SFTRun
 
 # rich_markup_mode=None: help text is shown as written; formulas and "{section: [subsets]}" are not markup.
 app = typer.Typer(help="Align language models with preferences, end to end.", no_args_is_help=True,
@@ -154,7 +155,7 @@ class ListsLosses(typer.core.TyperCommand):
             self.help = written
 
 
-def print_done(run: PreferenceRun | OnlineRun) -> None:
+def print_done(run: PreferenceRun | OnlineRun | SFTRun) -> None:
     """One line on the main process: steps, time and where the outputs went."""
     if not run.main:
         return

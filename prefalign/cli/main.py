@@ -88,6 +88,22 @@ def init(method: Annotated[Optional[str], typer.Argument(help="a shipped example
 
 @app.command()
 @friendly_errors
+def sft(config: ConfigOpt = None, overrides: OverridesArg = None,
+        resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
+    """Supervised fine-tuning on prompt/completion or messages data, or on preference data's preferred
+    completions; `condition` makes it conditional training on every completion behind a <|good|>/<|bad|> token.
+
+    Writes trainer.output_dir/{metrics.jsonl, checkpoints/, model/, config.yaml}.
+    Example: prefalign sft data.train=demos.jsonl trainer.max_steps=200"""
+    from prefalign.config.schema import SFTTrainConfig
+    from prefalign.training.sft_recipe import train_sft_run
+
+    cfg = load_config(config, overrides or [], schema=SFTTrainConfig)
+    print_done(train_sft_run(cfg, resume=resume, console=console, overwrite=overwrite))
+
+
+@app.command()
+@friendly_errors
 def online(config: ConfigOpt = None, overrides: OverridesArg = None,
            resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Online preference optimisation: sample from the current policy, score, learn from the pairs (online DPO).
@@ -770,15 +786,15 @@ def value_train(out: Annotated[Path, typer.Option(help="the value model folder t
 @config_app.command("show")
 @friendly_errors
 def config_show(config: ConfigOpt = None, overrides: OverridesArg = None,
-                command: Annotated[str, typer.Option(help="whose schema: train, online, rl, rm (rm train) or "
-                                                     "decode")] = "train",
+                command: Annotated[str, typer.Option(help="whose schema: train, sft, online, rl, rm (rm train) "
+                                                     "or decode")] = "train",
                 ) -> None:
     """Print the fully resolved configuration (defaults, then the file, then overrides) as YAML."""
     import yaml
 
     from prefalign.config.examples import schema_for
 
-    names = {"train": "train", "online": "online", "rl": "rl", "rm": "rm train", "decode": "decode"}
+    names = {"train": "train", "sft": "sft", "online": "online", "rl": "rl", "rm": "rm train", "decode": "decode"}
     if command not in names:
         raise ValueError(f"--command {command!r}: one of {', '.join(names)}")
     cfg = load_config(config, overrides or [], schema=schema_for(names[command]))

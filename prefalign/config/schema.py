@@ -131,7 +131,7 @@ class DataConfig(Strict):
     eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split: str = "train"
     format: Literal["auto", "standard", "conversational", "implicit", "rated", "ranked", "unpaired",
-                    "joint", "triple", "step"] = "auto"
+                    "joint", "triple", "step", "completion", "messages"] = "auto"
     on_bad_row: Literal["error", "skip"] = "error"
     max_length: int = Field(512, gt=1)
     max_prompt_length: int | None = Field(None, gt=0)
@@ -496,6 +496,30 @@ class OnlineTrainConfig(TrainConfig):
 
     online: OnlineConfig = OnlineConfig()
     trainer: TrainerConfig = TrainerConfig(output_dir="runs/online", max_steps=100, lr=1e-4, batch_size=16)
+
+
+class ConditionConfig(Strict):
+    """Conditional training (Korbak et al. 2023, "Pretraining Language Models with Human Preferences"): each
+    completion's prompt ends with a control token, `good_token` where the completion's score is at least
+    `threshold` and `bad_token` below it; generation then asks for the good one by ending the prompt with it.
+    Both tokens join the tokenizer as special tokens (new embedding rows)."""
+
+    threshold: float | None = Field(None, description="scores at or above are good; default: the median "
+                                    "score of the training completions")
+    good_token: str = "<|good|>"
+    bad_token: str = "<|bad|>"
+
+
+class SFTTrainConfig(Strict):
+    """`prefalign sft`: supervised fine-tuning on prompt/completion or messages data, or on the preferred
+    completions of preference data; with `condition`, on every completion behind a control token."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    trainer: TrainerConfig = TrainerConfig(output_dir="runs/sft", lr=1e-4, batch_size=16)
+    condition: ConditionConfig | None = None
+    engine: EngineConfig = EngineConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class DecodeConfig(Strict):

@@ -78,4 +78,15 @@ class UnpairedExample:
     ref: RowRef
 
 
-Example = Union[PreferencePair, RatedPrompt, RankedList, TripleExample, UnpairedExample]
+@dataclass(frozen=True)
+class Demonstration:
+    """A prompt and a completion to imitate (SFT), with a score where the data has one (conditional training
+    reads it)."""
+
+    prompt: Text
+    completion: Text
+    ref: RowRef
+    score: float | None = None
+
+
+Example = Union[PreferencePair, RatedPrompt, RankedList, TripleExample, UnpairedExample, Demonstration]

@@ -10,6 +10,8 @@ Formats (declared, or detected from the first record's keys):
   joint           {"chosen_prompt", "chosen", "rejected_prompt", "rejected"}               (DOVE)
   triple          {"prompt", "gold", "chosen", "rejected"}                                 (TPO)
   step            {"prompt", "initial_reason_steps", "chosen", "rejected"}                  (Step-DPO)
+  completion      {"prompt": ..., "completion": ...}, optional "score"          (SFT; TRL prompt-completion)
+  messages        {"messages": [..., last an assistant turn]}, optional "score"  (SFT; TRL conversational)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 from prefalign.data.errors import DataError, RowRef
 from prefalign.data.examples import (
+    Demonstration,
     Example,
     PreferencePair,
     RankedList,
@@ -30,7 +33,8 @@ from prefalign.data.examples import (
 )
 from prefalign.data.implicit_prompt import is_prefix, split_message_conversations, split_string_conversations
 
-FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired", "joint", "triple", "step")
+FORMATS = ("standard", "conversational", "implicit", "rated", "ranked", "unpaired", "joint", "triple", "step",
+           "completion", "messages")
 _PROMPT_KEYS = ("prompt", "instruction")
 _RESPONSE_KEYS = ("response", "text", "completion", "content")
 
@@ -53,11 +57,15 @@ def detect_format(fields: dict, where: RowRef | str) -> str:
         return "ranked"
     if {"completion", "label"} <= keys:
         return "unpaired"
+    if "completion" in keys:
+        return "completion"
+    if "messages" in keys:
+        return "messages"
     raise DataError(
         where, None,
         f"cannot tell the data format from the keys {sorted(keys)}; expected prompt/chosen/rejected, "
-        "chosen/rejected (implicit prompt), completions (rated), responses (ranked) or completion/label "
-        "(unpaired), or declare data.format",
+        "chosen/rejected (implicit prompt), completions (rated), responses (ranked), completion/label "
+        "(unpaired), prompt/completion or messages (SFT), or declare data.format",
         "unknown_format",
     )
 
@@ -292,10 +300,34 @@ def parse_step(fields: dict, ref: RowRef) -> PreferencePair:
     return dataclasses.replace(pair, prompt=pair.prompt + steps, next_step=True)
 
 
+def _optional_score(fields: dict, ref: RowRef) -> float | None:
+    return _score(fields["score"], ref, "score") if fields.get("score") is not None else None
+
+
+def parse_completion(fields: dict, ref: RowRef) -> Demonstration:
+    prompt = _prompt(fields, ref)
+    completion = _text(_field(fields, "completion", ref), ref, "completion")
+    _same_kind({"prompt": prompt, "completion": completion}, ref)
+    return Demonstration(prompt, completion, ref, _optional_score(fields, ref))
+
+
+def parse_messages(fields: dict, ref: RowRef) -> Demonstration:
+    """A conversation whose last turn, the assistant's, is the completion; the turns before are the prompt."""
+    messages = _text(_field(fields, "messages", ref), ref, "messages")
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise DataError(ref, "messages", "expected a list of at least two messages", "mistyped_field")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(ref, f"messages[{len(messages) - 1}].role", "the last message is the completion to learn "
+                        f"and must be the assistant's, got {messages[-1]['role']!r}", "bad_role")
+    return Demonstration(messages[:-1], messages[-1:], ref, _optional_score(fields, ref))
+
+
 PARSERS: dict[str, Callable[..., Example]] = {
     "joint": parse_joint,
     "triple": parse_triple,
     "step": parse_step,
+    "completion": parse_completion,
+    "messages": parse_messages,
     "standard": parse_standard,
     "conversational": parse_conversational,
     "implicit": parse_implicit,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prefalign.config.schema import DataConfig
 from prefalign.data.errors import BadRowTally, DataError
 from prefalign.data.examples import (
+    Demonstration,
     Example,
     PreferencePair,
     RankedList,
@@ -19,7 +20,8 @@ from prefalign.data.formats import PARSERS, detect_format, parse_rated
 from prefalign.data.pairs import pairs_from_ranked, pairs_from_rated
 from prefalign.data.readers import RawRecord, read_records
 
-DETECT_ROWS = 64  # rows whose keys vote on the format when data.format is auto
+DETECT_ROWS = 64
+NO_PREFERENCE = "SFT data (prompt/completion or messages) holds no preference; train it with `prefalign sft`"  # rows whose keys vote on the format when data.format is auto
 
 
 @dataclass
@@ -95,6 +97,8 @@ def to_pairs(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[Pre
                 pairs.extend(pairs_from_ranked(ex, cfg.pairs, seed))
             elif isinstance(ex, UnpairedExample):
                 raise DataError(ex.ref, None, "unpaired examples have no pair; use a loss for unpaired labels (KTO)", "unpaired")
+            elif isinstance(ex, Demonstration):
+                raise DataError(ex.ref, None, NO_PREFERENCE, "unpaired")
         except DataError as err:
             if cfg.on_bad_row == "error" or err.kind == "unpaired":
                 raise
@@ -119,6 +123,8 @@ def to_lists(loaded: LoadedExamples, cfg: DataConfig) -> list[RankedList]:
                 raise DataError(ex.ref, "rejected_prompt", "a joint pair has two prompts, so it is no ranked list; "
                                 "use a pairwise loss (dove, dpo, ...)", "joint_pair")
             lists.append(RankedList(ex.prompt, [ex.chosen, ex.rejected], ex.ref))
+        elif isinstance(ex, Demonstration):
+            raise DataError(ex.ref, None, NO_PREFERENCE, "unpaired")
         else:
             raise DataError(ex.ref, None, "unpaired examples have no ranking; use a loss for unpaired labels", "unpaired")
     return lists
@@ -138,6 +144,43 @@ def to_unpaired(loaded: LoadedExamples, cfg: DataConfig, seed: int = 0) -> list[
         out += [UnpairedExample(p.prompt, p.chosen, True, p.ref),
                 UnpairedExample(rejected_prompt, p.rejected, False, p.ref)]
     return out
+
+
+def to_demonstrations(loaded: LoadedExamples, every: bool = False) -> list[Demonstration]:
+    """Completions to imitate. SFT data as it is; from preference data the preferred completion (a pair's
+    chosen, a rated prompt's best, a ranked list's first, an unpaired example labelled desirable, a triple's
+    gold). With `every`, each completion instead, scored for conditional training: a pair's chosen 1 and
+    rejected 0, rated completions by their score, a ranked list by its scores or its order, unpaired labels
+    as 1/0, a triple's gold, chosen and rejected as 2, 1, 0."""
+    out: list[Demonstration] = []
+    for ex in loaded.examples:
+        if isinstance(ex, Demonstration):
+            out.append(ex)
+            continue
+        scored = _scored_completions(ex)
+        if isinstance(ex, UnpairedExample) and not (every or ex.label):
+            continue  # an undesirable completion is nothing to imitate
+        if every:
+            out += [Demonstration(prompt, text, ex.ref, score) for prompt, text, score in scored]
+        else:
+            prompt, text, _ = max(scored, key=lambda c: c[2])  # the first of equal bests
+            out.append(Demonstration(prompt, text, ex.ref))
+    return out
+
+
+def _scored_completions(ex: Example) -> list[tuple[object, object, float]]:
+    """(prompt, completion, score) for each completion of a preference example, higher scores preferred."""
+    if isinstance(ex, PreferencePair):
+        rejected_prompt = ex.prompt if ex.rejected_prompt is None else ex.rejected_prompt
+        return [(ex.prompt, ex.chosen, 1.0), (rejected_prompt, ex.rejected, 0.0)]
+    if isinstance(ex, RatedPrompt):
+        return [(ex.prompt, c, s) for c, s in zip(ex.completions, ex.scores)]
+    if isinstance(ex, RankedList):
+        scores = ex.scores or [-float(i) for i in range(len(ex.responses))]
+        return [(ex.prompt, r, s) for r, s in zip(ex.responses, scores)]
+    if isinstance(ex, UnpairedExample):
+        return [(ex.prompt, ex.completion, float(ex.label))]
+    return [(ex.prompt, ex.gold, 2.0), (ex.prompt, ex.chosen, 1.0), (ex.prompt, ex.rejected, 0.0)]
 
 
 def read_pairs(source: str) -> list[PreferencePair]:

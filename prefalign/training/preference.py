@@ -249,8 +249,10 @@ def start_run(cfg: TrainConfig, console: Console | None, resume: bool = False,
 
 def train_and_export(policy: torch.nn.Module, tokenizer: object, objective: object, loop_data: LoopData,
                      cfg: TrainConfig, processes: Processes, resume: bool, console: Console,
-                     on_step: Callable[[int, dict], None] | None) -> tuple[LoopResult, dict[str, Path]]:
-    """config.yaml, the loop, then model/ (and adapter/) written by rank 0 from the whole model."""
+                     on_step: Callable[[int, dict], None] | None,
+                     build: Callable[[], torch.nn.Module] | None = None) -> tuple[LoopResult, dict[str, Path]]:
+    """config.yaml, the loop, then model/ (and adapter/) written by rank 0 from the whole model (under FSDP2
+    gathered into a fresh one from `build`, by default the configured policy)."""
     run_dir = Path(cfg.trainer.output_dir)
     resolved = cfg.model_dump(mode="json")
     if processes.is_main:
@@ -260,7 +262,7 @@ def train_and_export(policy: torch.nn.Module, tokenizer: object, objective: obje
     with precision_context(cfg.engine, policy):
         result = train_loop(policy, objective, loop_data, cfg.trainer, run_dir, resume=resume, on_step=on_step,
                             console=console, config_for_sinks=resolved, processes=processes)
-    whole = processes.consolidated(policy, lambda: load_policy(cfg.model))
+    whole = processes.consolidated(policy, build or (lambda: load_policy(cfg.model)))
     outputs = export_run(whole, tokenizer, run_dir, resolved) if whole is not None and processes.is_main else {}
     processes.barrier()
     return result, outputs
