@@ -104,6 +104,22 @@ def sft(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 @app.command()
 @friendly_errors
+def budget(config: ConfigOpt = None, overrides: OverridesArg = None, overwrite: OverwriteOpt = False) -> None:
+    """One label budget split between SFT demonstrations first and preference pairs after ("Balancing the
+    Budget"): budget.labels x budget.sft_fraction demonstrations, the rest preference rows.
+
+    Writes output_dir/sft/ and output_dir/preference/ run folders.
+    Example: prefalign budget -c examples/budget.yaml labels=800 sft_fraction=0.25"""
+    from prefalign.config.schema import BudgetConfig
+    from prefalign.training.budget import run_budget
+
+    run = run_budget(load_config(config, overrides or [], schema=BudgetConfig), console=console, overwrite=overwrite)
+    console.print(f"done: {run.sft_labels} demonstrations, then {run.preference_labels} preference rows; "
+                  f"model -> {run.model}")
+
+
+@app.command()
+@friendly_errors
 def online(config: ConfigOpt = None, overrides: OverridesArg = None,
            resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Online preference optimisation: sample from the current policy, score, learn from the pairs (online DPO).
@@ -843,6 +859,16 @@ def toy_make_pairs(out: Annotated[Path, typer.Option(help="output folder")] = Pa
     from prefalign.toy.preference_data import write_toy_pairs
 
     console.print(f"wrote {write_toy_pairs(out, seed=seed, n_prompts=prompts, n_samples=samples)}")
+
+
+@toy_app.command("make-demonstrations")
+@friendly_errors
+def toy_make_demonstrations(out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/toy-demos"),
+                            prompts: int = 1200, seed: int = 0) -> None:
+    """SFT demonstrations (prompt/completion): the toy world's ideal answer to PROMPTS training prompts."""
+    from prefalign.toy.preference_data import demonstration_rows, write_jsonl
+
+    console.print(f"wrote {write_jsonl(out / 'demonstrations.jsonl', demonstration_rows(prompts, seed))}")
 
 
 @toy_app.command("make-step-pairs")

@@ -522,6 +522,20 @@ class SFTTrainConfig(Strict):
     distributed: DistributedConfig = DistributedConfig()
 
 
+class BudgetConfig(Strict):
+    """`prefalign budget` (Raghavendra et al. 2025, "Balancing the Budget"): `labels` annotations split between
+    SFT demonstrations (the first `sft_fraction` of them, rows of `sft.data.train`) and preference pairs
+    (the rest, rows of `preference.data.train`); SFT runs first from `sft.model`, then preference optimisation
+    from the SFT model, whose start is also its reference. A fraction of 0 skips SFT, 1 skips the second stage.
+    Held-out rows (data.eval_fraction) come out of each stage's share."""
+
+    labels: int = Field(1000, gt=0, description="annotations in all: demonstrations plus preference rows")
+    sft_fraction: float = Field(0.1, ge=0, le=1, description="the share spent on SFT demonstrations")
+    output_dir: str = Field("runs/budget", description="sft/ and preference/ run folders go here")
+    sft: SFTTrainConfig = SFTTrainConfig()
+    preference: TrainConfig = TrainConfig()
+
+
 class DecodeConfig(Strict):
     """`prefalign decode`: a frozen model steered at inference by rewards, values or self-consistency. Every
     key is also a command-line option (n_prompts is --n-prompts); options given there win over the file.

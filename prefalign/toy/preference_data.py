@@ -75,6 +75,13 @@ def triple_rows(rows: list[dict], seed: int = 0) -> list[dict]:
              "rejected": r["rejected"]} for r in rows]
 
 
+def demonstration_rows(n_prompts: int, seed: int = 0) -> list[dict]:
+    """SFT demonstrations as an expert would write them: the world's ideal answer to training prompts."""
+    rng = random.Random(seed)
+    prompts = rng.sample(split_prompts()[0], n_prompts)
+    return [{"prompt": p, "completion": " " + respond(p, IDEAL, rng)} for p in prompts]
+
+
 def write_toy_pairs(out_dir: Path, seed: int = 0, n_prompts: int = 1200, n_samples: int = 4,
                     base: str | Path = TOY_BASE) -> Path:
     model = load_pretrained_model(AutoModelForCausalLM, str(base))
