@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from prefalign.config.schema import TrainerConfig
 from prefalign.data.tokenize import CompletionTokenizer
 from prefalign.models.loading import TOY_BASE
+from prefalign.models.pretrained import load_pretrained_files
 from prefalign.toy.base import sft_corpus
 from prefalign.toy.model import new_toy_model
 from prefalign.training.export import save_pretrained_atomic
@@ -29,7 +30,7 @@ DRAFT_SHAPE = dict(hidden=64, layers=1, heads=2, intermediate=192)
 def build_draft(out_dir: Path, trainer: TrainerConfig | None = None) -> Path:
     trainer = trainer or DRAFT_TRAINER
     torch.manual_seed(trainer.seed)
-    tokenizer = AutoTokenizer.from_pretrained(TOY_BASE)
+    tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
     encoder = CompletionTokenizer(tokenizer, max_length=128)
     examples = [encoder.encode(p, r) for p, r in sft_corpus(trainer.max_steps * trainer.batch_size + 200, trainer.seed)]
     model = new_toy_model(tokenizer, **DRAFT_SHAPE)
