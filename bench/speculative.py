@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -29,17 +28,10 @@ from prefalign.models.loading import TOY_BASE
 from prefalign.toy.draft import build_draft
 from prefalign.toy.world import split_prompts
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decode_cost import timed  # noqa: E402
+
 NEW_TOKENS, KS = 48, (2, 4, 6)
-
-
-def timed(fn: object, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def batches(prompts: list[str], size: int) -> list[list[str]]:

@@ -28,12 +28,19 @@ class SFTObjective(Objective):
         return per_seq.sum(), {"nll_per_token": per_seq / mask.sum(-1).clamp(min=1)}
 
 
-def train_sft(model: torch.nn.Module, examples: list[TokenizedCompletion], pad_id: int, cfg: TrainerConfig,
-              run_dir: Path, eval_examples: list[TokenizedCompletion] | None = None,
-              console: Console | None = None) -> LoopResult:
+def sft_loop_data(examples: list[TokenizedCompletion], eval_examples: list[TokenizedCompletion], pad_id: int,
+                  eval_batch_size: int) -> LoopData:
+    """The loop's view of SFT examples: padded (prompt, completion) batches, held-out ones batched once."""
     def collate(items: list[TokenizedCompletion], _index: list[int]) -> TokenBatch:
         return pad_sequences([(e.prompt_ids, e.completion_ids) for e in items], pad_id)
 
-    held = eval_examples or []
-    eval_batches = [collate(held[i:i + cfg.eval_batch_size], []) for i in range(0, len(held), cfg.eval_batch_size)]
-    return train_loop(model, SFTObjective(), LoopData(examples, collate, eval_batches), cfg, run_dir, console=console)
+    eval_batches = [collate(eval_examples[i:i + eval_batch_size], [])
+                    for i in range(0, len(eval_examples), eval_batch_size)]
+    return LoopData(examples, collate, eval_batches)
+
+
+def train_sft(model: torch.nn.Module, examples: list[TokenizedCompletion], pad_id: int, cfg: TrainerConfig,
+              run_dir: Path, eval_examples: list[TokenizedCompletion] | None = None,
+              console: Console | None = None) -> LoopResult:
+    data = sft_loop_data(examples, eval_examples or [], pad_id, cfg.eval_batch_size)
+    return train_loop(model, SFTObjective(), data, cfg, run_dir, console=console)

@@ -16,13 +16,12 @@ import torch
 from rich.console import Console
 
 from prefalign.config.schema import ConditionConfig, SFTTrainConfig
-from prefalign.data.collate import TokenBatch, pad_sequences
 from prefalign.data.errors import DataError
 from prefalign.data.examples import Demonstration, Text
 from prefalign.data.loading import load_examples, to_demonstrations
 from prefalign.data.tokenize import CompletionTokenizer, TokenizedCompletion
 from prefalign.models.loading import load_policy, load_tokenizer
-from prefalign.training.loop import LoopData, LoopResult
+from prefalign.training.loop import LoopResult
 from prefalign.training.preference import (
     PreparedData,
     split_by_row,
@@ -30,7 +29,7 @@ from prefalign.training.preference import (
     tokenize_all,
     train_and_export,
 )
-from prefalign.training.sft import SFTObjective
+from prefalign.training.sft import SFTObjective, sft_loop_data
 
 
 @dataclass
@@ -132,13 +131,7 @@ def train_sft_run(cfg: SFTTrainConfig, resume: bool = False, console: Console | 
     console.print(f"data: format {data.format} read as demonstrations: {len(data.train)} for training, "
                   f"{len(data.eval)} held out; {data.truncated} truncated to {cfg.data.max_length} tokens{tagged}")
     policy = sft_policy(cfg, tokenizer).to(processes.device)
-    pad = tokenizer.pad_token_id
-
-    def collate(items: list[TokenizedCompletion], _index: list[int]) -> TokenBatch:
-        return pad_sequences([(e.prompt_ids, e.completion_ids) for e in items], pad)
-
-    size = cfg.trainer.eval_batch_size
-    eval_batches = [collate(data.eval[i:i + size], []) for i in range(0, len(data.eval), size)]
-    result, outputs = train_and_export(policy, tokenizer, SFTObjective(), LoopData(data.train, collate, eval_batches),
-                                       cfg, processes, resume, console, on_step, build=lambda: sft_policy(cfg, tokenizer))
+    loop_data = sft_loop_data(data.train, data.eval, tokenizer.pad_token_id, cfg.trainer.eval_batch_size)
+    result, outputs = train_and_export(policy, tokenizer, SFTObjective(), loop_data, cfg, processes, resume, console,
+                                       on_step, build=lambda: sft_policy(cfg, tokenizer))
     return SFTRun(run_dir, result, outputs, data, threshold, processes.is_main)
