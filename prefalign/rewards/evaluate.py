@@ -39,6 +39,7 @@ class ScoredPairs:
     pairs: list[PreferencePair]
     margins: np.ndarray  # per pair: how strongly the scorer prefers the chosen response
     policy_logp_diff: np.ndarray | None = None  # log pi(y_w|x) - log pi(y_l|x), for ranking accuracy
+    policy_logps: np.ndarray | None = None  # [pairs, 2]: log pi(y_w|x), log pi(y_l|x)
 
 
 def pair_batches(source: str, tok: RewardTokenizer | CompletionTokenizer, pad_id: int, batch_size: int = 16,
@@ -103,7 +104,7 @@ def score_with_implicit_reward(policy: str, reference: str, source: str, beta: f
     pol = _logp_sums(load_causal_lm(config(policy)), batches)
     ref = _logp_sums(load_causal_lm(config(reference)), batches)
     implicit = beta * ((pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1]))
-    return ScoredPairs(pairs, implicit, pol[:, 0] - pol[:, 1])
+    return ScoredPairs(pairs, implicit, pol[:, 0] - pol[:, 1], pol)
 
 
 def summarize(scored: ScoredPairs, sections: dict[str, list[str]] | None = None,

