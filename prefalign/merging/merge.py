@@ -14,11 +14,11 @@ import torch
 
 from prefalign.atomic_files import replace_dir
 from prefalign.merging.layer_scaling import lines_scales
-from prefalign.merging.methods import MERGE_METHODS, NEEDS_BASE, MergeSettings
+from prefalign.merging.methods import MERGE_METHODS, NEEDS_BASE, PAIRED, MergeSettings
 
 # TIES' disjoint mean already averages the agreeing task vectors, so its weights start at 1; the others
 # average the models (or their task vectors) by default.
-UNIT_WEIGHTS = {"ties", "dare_ties"}
+UNIT_WEIGHTS = {"ties", "dare_ties", "preference_vectors"}
 
 
 @dataclass
@@ -36,9 +36,15 @@ class MergeRecipe:
             raise ValueError(f"unknown merge method {self.method!r}; choose from {', '.join(MERGE_METHODS)}")
         if not 0 < self.density <= 1:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
-        weights = self.weights or [1.0 if self.method in UNIT_WEIGHTS else 1.0 / n_models] * n_models
-        if len(weights) != n_models:
-            raise ValueError(f"{len(weights)} weights for {n_models} models")
+        n = n_models
+        if self.method in PAIRED:
+            if n_models % 2:
+                raise ValueError(f"{self.method}: models come in (plus, minus) pairs; got {n_models} models")
+            n = n_models // 2
+        weights = self.weights or [1.0 if self.method in UNIT_WEIGHTS else 1.0 / n] * n
+        if len(weights) != n:
+            unit = "pairs of models" if self.method in PAIRED else "models"
+            raise ValueError(f"{len(weights)} weights for {n} {unit}")
         return MergeSettings(torch.tensor(weights, dtype=torch.float32), self.density, self.seed, self.sign_method)
 
     def needs_base(self) -> bool:

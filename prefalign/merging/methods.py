@@ -26,13 +26,16 @@ class MergeSettings:
 MergeFn = Callable[[torch.Tensor, "torch.Tensor | None", MergeSettings], torch.Tensor]
 MERGE_METHODS: dict[str, MergeFn] = {}
 NEEDS_BASE: set[str] = set()
+PAIRED: set[str] = set()  # methods whose models come in (plus, minus) pairs, one weight per pair
 
 
-def register(name: str, needs_base: bool = True) -> Callable[[MergeFn], MergeFn]:
+def register(name: str, needs_base: bool = True, paired: bool = False) -> Callable[[MergeFn], MergeFn]:
     def add(fn: MergeFn) -> MergeFn:
         MERGE_METHODS[name] = fn
         if needs_base:
             NEEDS_BASE.add(name)
+        if paired:
+            PAIRED.add(name)
         return fn
     return add
 
@@ -54,6 +57,18 @@ def task_arithmetic(thetas: torch.Tensor, base: torch.Tensor, s: MergeSettings) 
     """Task arithmetic (Ilharco et al. 2023, "Editing Models with Task Arithmetic"):
     theta = theta_0 + sum_i w_i (theta_i - theta_0); the weights are scaling coefficients, not normalised."""
     return base + (_per_model(s.weights, thetas) * (thetas - base)).sum(0)
+
+
+@register("preference_vectors", paired=True)
+def preference_vectors(thetas: torch.Tensor, base: torch.Tensor, s: MergeSettings) -> torch.Tensor:
+    """Preference vectors (Liang et al. 2025, "Adaptive Helpfulness-Harmlessness Alignment with Preference
+    Vectors"): per preference k, a model trained on it (theta_k+) and one on the same pairs reversed
+    (theta_k-); its preference vector phi_k = theta_k+ - theta_k- is the behaviour shift alone, and a user
+    merges them at test time with their own coefficients:
+        theta = theta_0 + sum_k eta_k phi_k
+    Models come in (plus, minus) order; one weight eta_k per pair."""
+    phi = thetas[0::2] - thetas[1::2]
+    return base + (_per_model(s.weights, phi) * phi).sum(0)
 
 
 @register("ties")
