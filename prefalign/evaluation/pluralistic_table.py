@@ -2,7 +2,7 @@
 (`prefalign merge --method preference_vectors`) and Directional Preference Alignment
 (prefalign/pluralistic/directional.py), each steered to the weightings MODPO's and RiC's fronts use, and
 what two user groups with conflicting tastes get from each; and VPL's user latents (evaluation/vpl_eval.py)
-against one Bradley-Terry reward. Writes docs/pluralistic.md (and .json).
+against one Bradley-Terry reward; context-aware preference models (evaluation/context_eval.py). Writes docs/pluralistic.md (and .json).
 
     python -m prefalign.evaluation.pluralistic_table --doc docs/pluralistic.md --json docs/pluralistic.json
 
@@ -28,6 +28,7 @@ from prefalign.atomic_files import write_result
 from prefalign.config.schema import TrainerConfig
 from prefalign.data.tokenize import CompletionTokenizer
 from prefalign.decoding.sampling import sample
+from prefalign.evaluation.context_eval import render_context, run_context
 from prefalign.evaluation.modpo_sweep import objective_means, score_policy
 from prefalign.evaluation.selection_table import dpo, minilm_path
 from prefalign.evaluation.vpl_eval import render_vpl, run_vpl
@@ -152,12 +153,15 @@ def run(root: Path, steps: int, dpa_rounds: int, dpa_steps: int, n_eval: int, se
     methods["DPA (RSF)"] = dpa_result["points"]
     console.print("VPL")
     vpl_result = run_vpl(minilm_path(), seed)
+    console.print("context-aware preference model")
+    context_result = run_context(minilm_path(), seed)
     ric = ric_points(Path("docs/ric_front.json"))
     if ric is not None:
         methods["RiC (docs/ric_front.json)"] = ric
     return {"settings": {"steps": steps, "dpa_rounds": dpa_rounds, "dpa_steps": dpa_steps, "eval_prompts": n_eval,
                          "seed": seed, "minutes": (time.perf_counter() - start) / 60},
             "dpa_scale": dpa_result["scale"], "methods": methods, "vpl": vpl_result,
+            "context": context_result,
             "groups": {name: group_rewards(points) for name, points in methods.items()}}
 
 
@@ -192,6 +196,8 @@ def render(result: dict) -> str:
               "a few hundredths are within sampling noise."]
     if "vpl" in result:
         lines += render_vpl(result["vpl"])
+    if "context" in result:
+        lines += render_context(result["context"])
     return "\n".join(lines) + "\n"
 
 
