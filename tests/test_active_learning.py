@@ -75,3 +75,18 @@ def test_data_active_asks_only_about_the_acquired_pairs(tiny_model_dir, tmp_path
     assert round1 <= {rows[i]["prompt"] for i in picked} and not round0 & {r["prompt"] for r in rows}
     bad = CliRunner().invoke(app, args[:-6] + ["--rounds", "9", "--per-round", "4"])
     assert bad.exit_code == 2 and "ask for 36 pairs" in bad.output
+
+
+def test_reward_model_labeller_follows_the_models_margins(tiny_model_dir, tmp_path):
+    from prefalign.rewards.evaluate import score_with_reward_model
+    from prefalign.rewards.train import train_reward_model
+
+    from .test_reward_models import rm_config
+
+    source = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    cfg = rm_config(tiny_model_dir, source, source, tmp_path / "rm", steps=2)
+    cfg.trainer.batch_size = 4
+    folder = str(train_reward_model(cfg).model_dir)
+    margins = score_with_reward_model(folder, str(source)).margins
+    labels = build_labeller("reward_model", folder=folder)(PAIRS)
+    assert labels == [1.0 if m > 0 else 0.0 if m < 0 else 0.5 for m in margins.tolist()]
