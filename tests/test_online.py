@@ -1,6 +1,7 @@
 """Online preference optimisation: pair rules, scorers, the rollout source and its log, exact resume after a
 real SIGKILL mid-round, and a toy run that raises the gold reward of the policy's own samples."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -130,3 +131,43 @@ def test_iterative_dpo_refreshes_the_reference_each_round_and_raft_needs_none(tm
                                               "trainer.batch_size=4", "trainer.progress=false"], schema=OnlineTrainConfig)
     run = train_online(raft)
     assert run.loop.steps == 2 and "rewards/chosen" not in read_metrics(run.run_dir)[-1]
+
+
+def test_dual_margin_keeps_the_pairs_both_margins_call_clear():
+    from prefalign.data.errors import RowRef
+    from prefalign.data.tokenize import TokenizedPair
+    from prefalign.online.selection import keep_dual_margin
+
+    def pair(margin):
+        return TokenizedPair([1], [2], [3], RowRef("r", 0), {"score_chosen": margin, "score_rejected": 0.0})
+
+    pairs = [pair(m) for m in (1.0, 2.0, 3.0, 4.0)]
+    implicit = np.array([40.0, 10.0, 30.0, 20.0])  # z sums: -0.45, -1.34, 1.34, 0.45 (as in test_selection)
+    assert keep_dual_margin(pairs, implicit, 2) == [2, 3]
+
+
+def test_online_dual_margin_samples_twice_the_pairs_and_keeps_half_by_both_margins(tmp_path):
+    from prefalign.online import rollouts, selection
+    from prefalign.online.recipe import train_online
+
+    seen = []
+    real = selection.keep_dual_margin
+
+    def recording(pairs, implicit, need):
+        seen.append((len(pairs), need, implicit.copy()))
+        return real(pairs, implicit, need)
+
+    rollouts.keep_dual_margin = recording
+    try:
+        cfg = online_config(tmp_path / "r", max_steps=4)
+        cfg.online.select = "dual_margin"
+        run = train_online(cfg)
+    finally:
+        rollouts.keep_dual_margin = real
+    assert [(n, need) for n, need, _ in seen] == [(16, 8), (16, 8)]  # 2 steps of 4 pairs a round, keep 0.5
+    assert np.all(seen[0][2] == 0) and np.any(seen[1][2] != 0)  # round 0: the policy is still the reference
+    rows = read_rollouts(run.run_dir / "rollouts.jsonl")
+    for k in (0, 1):
+        indices = [i for r in rows if r["round"] == k for i in r["buffer_index"]]
+        assert sorted(i for i in indices if i is not None) == list(range(8)) and indices.count(None) == 8
+    assert any("dropped by dual_margin" in r["why"] for r in rows)

@@ -375,6 +375,10 @@ class OnlineConfig(Strict):
                                             "reward model) or maxmin:FOLDER (groups from prefalign rm groups)")
     min_margin: float = Field(0.0, ge=0, description="skip pairs whose score margin is below this (ScPO's vote "
                                                      "margin: a fraction of online.samples)")
+    select: Literal["none", "dual_margin"] = Field("none", description="dual_margin: sample 1/select_keep times "
+                                                   "the pairs a round needs, keep those the scorer's and the "
+                                                   "policy's implicit margins both call clear (Less is More)")
+    select_keep: float = Field(0.5, gt=0, le=1, description="select: the fraction of a round's pairs kept")
     rso_beta: float = Field(0.5, gt=0, description="rso: temperature of the reward tilt pi(y|x) exp(r / beta)")
     rso_accepted: int = Field(2, ge=2, description="rso: samples accepted per prompt, paired two by two")
     noise: float = Field(0.5, ge=0, description="noisy_gold: the annotator's noise (std of the score)")

@@ -22,6 +22,7 @@ from prefalign.models.loading import disable_dropout, load_policy, load_tokenize
 from prefalign.models.reference import FrozenCopyReference
 from prefalign.online.rollouts import RolloutLog, RolloutSource, rollout_draft
 from prefalign.online.scorers import build_scorer
+from prefalign.online.selection import implicit_margin_fn
 from prefalign.toy.world import parse_prompt, split_prompts
 from prefalign.training.loop import LoopData, LoopResult
 from prefalign.training.objectives import PairObjective
@@ -74,9 +75,16 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
     log = RolloutLog(run_dir / "rollouts.jsonl") if processes.is_main else None
     if log is not None and not resume and log.path.exists():
         log.path.unlink()
+    implicit = None
+    if cfg.online.select != "none":
+        if reference is None:
+            raise ValueError(f"online.select={cfg.online.select} scores pairs by the policy's margin against a "
+                             "reference; the loss has none (use dpo, ipo, ...)")
+        beta = getattr(cfg.loss[0], "beta", None) or 0.1
+        implicit = implicit_margin_fn(policy, reference, collate, beta, processes.device)
     source = RolloutSource(policy, tokenizer, prompts, build_scorer(cfg.online.scorer, cfg.online.noise), cfg.online,
                            cfg.trainer, collate, processes.rank, processes.world, log,
-                           rollout_draft(cfg.online, cfg.model, tokenizer, processes.device))
+                           rollout_draft(cfg.online, cfg.model, tokenizer, processes.device), implicit)
     console.print(f"online: {len(prompts)} prompts, {cfg.online.samples} samples each, scorer {cfg.online.scorer}, "
                   f"{cfg.trainer.batch_size * cfg.trainer.grad_accum} pairs a step, a round every "
                   f"{cfg.online.generate_every} steps", soft_wrap=True)

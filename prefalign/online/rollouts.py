@@ -34,6 +34,7 @@ from prefalign.decoding.sampling import sample
 from prefalign.decoding.speculative import load_draft
 from prefalign.online.pairs import PAIR_RULES, PairChoice, PairContext
 from prefalign.online.scorers import Scorer
+from prefalign.online.selection import ImplicitMargins, keep_dual_margin
 from prefalign.training.batch_sources import BatchSource, StepBatches, split_step
 from prefalign.training.metrics import keep_logged, read_jsonl
 
@@ -86,11 +87,14 @@ class RolloutSource(BatchSource):
     def __init__(self, policy: torch.nn.Module, tokenizer: Any, prompts: list[str], scorer: Scorer,
                  cfg: OnlineConfig, trainer: TrainerConfig, collate: Callable[[list[Any], list[int]], Any],
                  rank: int = 0, world: int = 1, log: RolloutLog | None = None,
-                 draft: torch.nn.Module | None = None) -> None:
+                 draft: torch.nn.Module | None = None, implicit: ImplicitMargins | None = None) -> None:
         if not trainer.max_steps:
             raise ValueError("online training needs trainer.max_steps (there are no epochs over sampled data)")
         self.policy, self.tokenizer, self.prompts, self.scorer = policy, tokenizer, prompts, scorer
         self.cfg, self.seed, self.collate, self.log, self.draft = cfg, trainer.seed, collate, log, draft
+        if cfg.select != "none" and implicit is None:
+            raise ValueError(f"online.select={cfg.select} needs the policy's implicit margins")
+        self.implicit = implicit
         self.step_size = trainer.batch_size * trainer.grad_accum
         self.micro_size = trainer.micro_batch_size or trainer.batch_size
         self.rank, self.world = rank, world
@@ -148,19 +152,33 @@ class RolloutSource(BatchSource):
 
     def _sample_round(self, round_: int, step: int) -> None:
         need = self.step_size * self.cfg.generate_every
+        wanted = need if self.cfg.select == "none" else math.ceil(need / self.cfg.select_keep)
         k = self.cfg.samples
         per_prompt = {"best_vs_worst": 1, "rso": self.cfg.rso_accepted // 2}.get(self.cfg.pairs, k * (k - 1) // 2)
         pairs: list[TokenizedPair] = []
         stats, records = RoundStats(), []
         for draw in range(MAX_DRAWS):
-            if len(pairs) >= need:
+            if len(pairs) >= wanted:
                 break
-            prompts = self._next_prompts(math.ceil((need - len(pairs)) / per_prompt))
+            prompts = self._next_prompts(math.ceil((wanted - len(pairs)) / per_prompt))
             seed = (self.seed * 1_000_003 + round_) * 31 + draw
             records += self._draw(prompts, seed, round_, step, pairs, stats)
+        if self.cfg.select == "dual_margin":
+            pairs = self._select(pairs[:wanted], need, records)
         self.buffer, self.round, self.last = pairs[:need], round_, stats
         if self.log is not None:
             self.log.append(records)
+
+    def _select(self, pairs: list[TokenizedPair], need: int, records: list[dict]) -> list[TokenizedPair]:
+        """Keep `need` of the round's pairs by their dual margin; the log says which were dropped."""
+        kept = keep_dual_margin(pairs, self.implicit(pairs), need)
+        new_index = {old: new for new, old in enumerate(kept)}
+        for record in records:
+            dropped = sum(i not in new_index for i in record["buffer_index"])
+            record["buffer_index"] = [new_index.get(i) for i in record["buffer_index"]]
+            if dropped:
+                record["why"] += f"; {dropped} dropped by dual_margin"
+        return [pairs[i] for i in kept]
 
     def _draw(self, prompts: list[str], seed: int, round_: int, step: int, pairs: list[TokenizedPair],
               stats: RoundStats) -> list[dict]:
