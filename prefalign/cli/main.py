@@ -405,12 +405,13 @@ def ric_front(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs
 def merge(model: Annotated[list[str], typer.Option(help="a model folder, hub id, run folder, checkpoint or reward-model "
                                                        "folder (repeatable; all of one kind and architecture)")],
           out: Annotated[Path, typer.Option(help="folder for the merged model and merge.json")],
-          method: Annotated[str, typer.Option(help="linear (model soup / WARM) | task_arithmetic | preference_vectors | ties | dare_linear "
-                                                   "| dare_ties")] = "linear",
+          method: Annotated[str, typer.Option(help="linear (model soup / WARM) | task_arithmetic | "
+                                                   "preference_vectors | ties | dare_linear | dare_ties")] = "linear",
           base: Annotated[Optional[str], typer.Option(help="the model they were fine-tuned from (task-vector methods "
                                                           "and LiNeS)")] = None,
-          weights: Annotated[Optional[str], typer.Option(help="one per model (preference_vectors: per plus,minus pair), comma-separated (default: 1/M each; "
-                                                             "1 each for ties and dare_ties)")] = None,
+          weights: Annotated[Optional[str], typer.Option(help="one per model (preference_vectors: one per plus, "
+                                                             "minus pair), comma-separated (default: 1/M each; 1 "
+                                                             "each for ties, dare_ties, preference_vectors)")] = None,
           density: Annotated[float, typer.Option(help="ties/dare: fraction of each task vector kept")] = 1.0,
           lines: Annotated[Optional[str], typer.Option(help="LiNeS layer scaling ALPHA,BETA of the merged task "
                                                            "vector: lambda = alpha + beta * depth")] = None,

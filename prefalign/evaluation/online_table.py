@@ -8,6 +8,8 @@ the toy base:
                reward, best vs worst (the quickstart's recipe at this budget)
   online       each step 4 samples of the next prompts from the current policy, gold-labelled, best vs worst
   online-noisy the same with the gold reward plus N(0, 0.5^2) noise as the labeller
+  online-noisy-dual-margin  the same, each round sampling twice the pairs and keeping the half with the
+               highest dual margin (online.select: dual_margin, select_keep 0.5; twice the labels)
 Scorer calls (labels) are counted as made: online draws more prompts when a prompt's samples tie. Each
 policy is then sampled once on `--eval-prompts` held-out prompts and compared with the base by the gold
 reward (win rate with a bootstrap 95% CI, ties half), with KL(policy || base) estimated from its samples."""
@@ -47,9 +49,10 @@ def run_offline(root: Path, seed: int, steps: int) -> tuple[Path, int]:
     return train_preference(cfg, overwrite=True).outputs["model"], n_prompts * 4
 
 
-def run_online(root: Path, seed: int, steps: int, scorer: str) -> tuple[Path, int]:
+def run_online(root: Path, seed: int, steps: int, scorer: str, select: str = "none") -> tuple[Path, int]:
     cfg = OnlineTrainConfig.model_validate({"model": {"name_or_path": "toy"}, "loss": [{"name": "dpo", "beta": 0.1}],
-                                            "online": {"samples": 4, "scorer": scorer, "noise": 0.5},
+                                            "online": {"samples": 4, "scorer": scorer, "noise": 0.5,
+                                                       "select": select},
                                             "trainer": TRAINER | {"output_dir": str(root / "run"), "max_steps": steps,
                                                                   "seed": seed}})
     run = train_online(cfg, overwrite=True)
@@ -58,16 +61,18 @@ def run_online(root: Path, seed: int, steps: int, scorer: str) -> tuple[Path, in
 
 METHODS = {"offline": run_offline,
            "online": lambda root, seed, steps: run_online(root, seed, steps, "gold"),
-           "online-noisy": lambda root, seed, steps: run_online(root, seed, steps, "noisy_gold")}
+           "online-noisy": lambda root, seed, steps: run_online(root, seed, steps, "noisy_gold"),
+           "online-noisy-dual-margin": lambda root, seed, steps: run_online(root, seed, steps, "noisy_gold",
+                                                                            "dual_margin")}
 
 
-def measure(seeds: list[int], steps: int, n_eval: int) -> list[dict]:
+def measure(seeds: list[int], steps: int, n_eval: int, methods: list[str]) -> list[dict]:
     tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
     base = load_pretrained_model(AutoModelForCausalLM, str(TOY_BASE))
     prompts = split_prompts()[1][:n_eval]
     rows = []
     for seed in seeds:
-        for name, run in METHODS.items():
+        for name, run in ((m, METHODS[m]) for m in methods):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 model_dir, labels = run(Path(tmp), seed, steps)
@@ -115,12 +120,13 @@ def main() -> None:
     parser.add_argument("--doc", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--from-json", type=Path, help="rewrite --doc from the rows of an earlier run's --json")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     args = parser.parse_args()
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
         write_text_atomic(args.doc, markdown(rows, args.eval_prompts))
         return
-    rows = measure(args.seeds, args.steps, args.eval_prompts)
+    rows = measure(args.seeds, args.steps, args.eval_prompts, args.methods)
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=2))
     if args.doc:

@@ -70,15 +70,18 @@ def vector_models(root: Path, samples: list[dict], seed: int, steps: int, consol
     return models
 
 
-def merged_front(root: Path, models: dict[str, str], method: str, prompts: list[str], seed: int) -> list[dict]:
-    """The merge of the per-objective models at every weighting, each scored on both objectives."""
+def merged_front(root: Path, models: dict[str, str], method: str, prompts: list[str], seed: int,
+                 scale: float = 1.0) -> list[dict]:
+    """The merge of the per-objective models at every weighting (coefficients scale * (w, 1 - w)), each scored
+    on both objectives."""
     points = []
     for w in WEIGHTS:
+        weights = [scale * w, scale * (1 - w)]
         if method == "preference_vectors":
-            paths, weights = [models["gold+"], models["gold-"], models["brevity+"], models["brevity-"]], [w, 1 - w]
+            paths = [models["gold+"], models["gold-"], models["brevity+"], models["brevity-"]]
         else:
-            paths, weights = [models["gold+"], models["brevity+"]], [w, 1 - w]
-        out = merge_folders(paths, root / f"{method}-{w:.2f}", MergeRecipe(method, weights), str(TOY_BASE))
+            paths = [models["gold+"], models["brevity+"]]
+        out = merge_folders(paths, root / f"{method}-{scale}-{w:.2f}", MergeRecipe(method, weights), str(TOY_BASE))
         points.append({"gold_weight": w, "scores": score_policy(out, prompts, OBJECTIVES, seed + 1)})
     return points
 
@@ -148,9 +151,13 @@ def run(root: Path, steps: int, dpa_rounds: int, dpa_steps: int, n_eval: int, se
                "DPO on gold pairs (one model)": [{"gold_weight": None, "scores": score_policy(
                    models["gold+"], prompts, OBJECTIVES, seed + 1)}],
                "task arithmetic of the plus models": merged_front(root, models, "task_arithmetic", prompts, seed),
-               "preference vectors": merged_front(root, models, "preference_vectors", prompts, seed)}
+               "preference vectors, eta = (w, 1 - w)": merged_front(root, models, "preference_vectors", prompts,
+                                                                     seed),
+               "preference vectors, eta = (w, 1 - w) / 2": merged_front(root, models, "preference_vectors",
+                                                                         prompts, seed, scale=0.5)}
     dpa_result = dpa_front(samples, prompts, dpa_rounds, dpa_steps, 4, seed, console)
     methods["DPA (RSF)"] = dpa_result["points"]
+    fronts_minutes = (time.perf_counter() - start) / 60
     console.print("VPL")
     vpl_result = run_vpl(minilm_path(), seed)
     console.print("context-aware preference model")
@@ -159,10 +166,14 @@ def run(root: Path, steps: int, dpa_rounds: int, dpa_steps: int, n_eval: int, se
     if ric is not None:
         methods["RiC (docs/ric_front.json)"] = ric
     return {"settings": {"steps": steps, "dpa_rounds": dpa_rounds, "dpa_steps": dpa_steps, "eval_prompts": n_eval,
-                         "seed": seed, "minutes": (time.perf_counter() - start) / 60},
+                         "seed": seed, "minutes": fronts_minutes},
             "dpa_scale": dpa_result["scale"], "methods": methods, "vpl": vpl_result,
             "context": context_result,
             "groups": {name: group_rewards(points) for name, points in methods.items()}}
+
+
+def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
+    return all(a[k] >= b[k] for k in b) and any(a[k] > b[k] for k in b)
 
 
 def render(result: dict) -> str:
@@ -172,19 +183,23 @@ def render(result: dict) -> str:
              "Two objectives, the gold reward and brevity (-0.1 per word). Preference vectors: DPO (quickstart "
              f"settings, {s['steps']} steps of 16) from the base on each objective's best-vs-worst pairs of the "
              "base's 4 samples on 1000 training prompts (plus) and on the same pairs reversed (minus), merged as "
-             "theta_0 + w (gold+ - gold-) + (1 - w) (brevity+ - brevity-); task arithmetic merges the plus "
+             "theta_0 + eta_1 (gold+ - gold-) + eta_2 (brevity+ - brevity-); task arithmetic merges the plus "
              f"models alone, theta_0 + w tau_gold+ + (1 - w) tau_brevity+. DPA: {s['dpa_rounds']} rounds of "
              f"preference-conditioned rejection sampling (4 samples per training prompt, a random direction each, "
              f"SFT {s['dpa_steps']} steps of 32 at lr 1e-3 on the best for it), steered with the direction "
              "nearest (w, 1 - w) in 10-degree steps; its rewards are the toy's true objectives, standardised "
              "(no reward model learnt). Every row: means over "
              f"{s['eval_prompts']} held-out prompts, one sample each at temperature 1, seed {s['seed']}; "
-             f"x86_64 CPU, 2 threads, torch {torch.__version__.split('+')[0]}, {s['minutes']:.0f} min.", "",
-             "| method | gold weight | gold | brevity |", "|---|---:|---:|---:|"]
+             f"x86_64 CPU, 2 threads, torch {torch.__version__.split('+')[0]}; the fronts took {s['minutes']:.0f} min.",
+             "",
+             "On the front: no other row of the table is at least as good on both objectives and better on one.", "",
+             "| method | gold weight | gold | brevity | on the front |", "|---|---:|---:|---:|---|"]
+    every = [p["scores"] for points in result["methods"].values() for p in points]
     for name, points in result["methods"].items():
         for p in points:
             w = "" if p["gold_weight"] is None else f"{p['gold_weight']:.2f}"
-            lines.append(f"| {name} | {w} | {p['scores']['gold']:.3f} | {p['scores']['brevity']:.3f} |")
+            front = "yes" if not any(dominates(q, p["scores"]) for q in every) else ""
+            lines.append(f"| {name} | {w} | {p['scores']['gold']:.3f} | {p['scores']['brevity']:.3f} | {front} |")
     lines += ["", "Two user groups: quality-first (0.8 gold + 0.2 brevity) and brevity-first (0.2 gold + 0.8 "
               "brevity). Each steerable method serves a group the point steered to its weights; a single model "
               "serves both alike.", "", "| method | quality-first | brevity-first | worst group |",

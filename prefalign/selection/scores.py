@@ -53,8 +53,8 @@ def pair_scores(source: str, pairs: list[PreferencePair], needs: tuple[str, ...]
                 complexity_column: str | None = None, encoder: str | None = None) -> PairScores:
     """The scores `needs` names (and only those: scoring runs models), from the options given for them;
     every missing option is reported before any model runs."""
-    given = {"external": reward_model or margin_column, "implicit": policy and reference, "entropy": policy, "ensemble": ensemble,
-             "out_of_fold": reference, "complexity": True, "embedding": encoder}
+    given = {"external": reward_model or margin_column, "implicit": policy and reference, "entropy": policy,
+             "ensemble": ensemble, "out_of_fold": reference, "complexity": True, "embedding": encoder}
     for name in needs:
         if not given[name]:
             raise ValueError(f"selector {selector!r} needs {SCORE_HELP[name]}")
