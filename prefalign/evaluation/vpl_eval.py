@@ -13,6 +13,7 @@ import torch
 
 from prefalign.models.sentence_embeddings import SentenceEncoder
 from prefalign.rewards import vpl
+from prefalign.rewards.vpl_run import embed_comparisons
 from prefalign.toy.reward_data import toy_reward_rows
 
 TASTES = ("quality", "brief", "verbose")
@@ -33,15 +34,10 @@ def user_rows(n_users: int, per_user: int, seed: int, held_out: bool) -> dict[st
 
 
 def featurise(groups: list[dict[str, list[dict]]], encoder: SentenceEncoder) -> list[dict[str, vpl.UserComparisons]]:
-    texts = sorted({r["prompt"] + side for g in groups for rows in g.values() for r in rows
-                    for side in (r["chosen"], r["rejected"])})
-    index = {t: i for i, t in enumerate(texts)}
-    emb = encoder.embed(texts)
-
-    def comparisons(rows: list[dict]) -> vpl.UserComparisons:
-        return vpl.UserComparisons(emb[[index[r["prompt"] + r["chosen"]] for r in rows]],
-                                   emb[[index[r["prompt"] + r["rejected"]] for r in rows]])
-    return [{u: comparisons(rows) for u, rows in g.items()} for g in groups]
+    """The groups' users (distinct ids) embedded in one pass, then split back into their groups."""
+    every = embed_comparisons({u: [(r["prompt"] + r["chosen"], r["prompt"] + r["rejected"]) for r in rows]
+                               for g in groups for u, rows in g.items()}, encoder)
+    return [{u: every[u] for u in g} for g in groups]
 
 
 def _taste_means(values: dict[str, float], taste_of: dict[str, str]) -> dict[str, float]:

@@ -30,14 +30,21 @@ def pairs_by_user(source: str, user_column: str) -> dict[str, list[PreferencePai
     return dict(out)
 
 
+def embed_comparisons(users: dict[str, list[tuple[str, str]]],
+                      encoder: SentenceEncoder) -> dict[str, vpl.UserComparisons]:
+    """Each user's (chosen text, rejected text) comparisons as features; every distinct text embedded once."""
+    texts = sorted({t for pairs in users.values() for pair in pairs for t in pair})
+    index = {t: i for i, t in enumerate(texts)}
+    emb = encoder.embed(texts)
+    return {u: vpl.UserComparisons(emb[[index[w] for w, _ in pairs]], emb[[index[lo] for _, lo in pairs]])
+            for u, pairs in users.items()}
+
+
 def featurise(users: dict[str, list[PreferencePair]], encoder: SentenceEncoder) -> dict[str, vpl.UserComparisons]:
     def text(pair: PreferencePair, side: str) -> str:
         return plain_text(pair.prompt) + plain_text(getattr(pair, side))
-    texts = sorted({text(p, side) for pairs in users.values() for p in pairs for side in ("chosen", "rejected")})
-    index = {t: i for i, t in enumerate(texts)}
-    emb = encoder.embed(texts)
-    return {u: vpl.UserComparisons(emb[[index[text(p, "chosen")] for p in pairs]],
-                                   emb[[index[text(p, "rejected")] for p in pairs]]) for u, pairs in users.items()}
+    return embed_comparisons({u: [(text(p, "chosen"), text(p, "rejected")) for p in pairs]
+                              for u, pairs in users.items()}, encoder)
 
 
 def train_vpl_folder(source: str, encoder: str, out: Path, user_column: str = "user", latent: int = 8,
