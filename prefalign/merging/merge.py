@@ -16,8 +16,8 @@ from prefalign.atomic_files import replace_dir
 from prefalign.merging.layer_scaling import lines_scales
 from prefalign.merging.methods import MERGE_METHODS, NEEDS_BASE, PAIRED, MergeSettings
 
-# TIES' disjoint mean already averages the agreeing task vectors, so its weights start at 1; the others
-# average the models (or their task vectors) by default.
+# TIES' disjoint mean already averages the agreeing task vectors, so its weights start at 1, as do preference
+# vectors' coefficients (each vector added whole); the others average the models (or their task vectors).
 UNIT_WEIGHTS = {"ties", "dare_ties", "preference_vectors"}
 
 
