@@ -59,8 +59,11 @@ def test_batch_8_equals_4_micro_batches_of_2_end_to_end(tiny_model_dir, pairs_fi
     a = train_preference(make_config(tiny_model_dir, pairs_file, tmp_path / "a", batch_size=8, grad_accum=1, max_steps=3))
     b = train_preference(make_config(tiny_model_dir, pairs_file, tmp_path / "b", batch_size=2, grad_accum=4, max_steps=3))
     wa, wb = load_file(a.outputs["model"] / "model.safetensors"), load_file(b.outputs["model"] / "model.safetensors")
+    # Summation order differs between one batch and 4 micro-batches, and Adam divides by sqrt(v): an embedding row
+    # whose gradient is near 0 turns float noise into up to ~1.5e-6 of weight (measured), against steps that
+    # move every tensor by 2e-3 or more. 1e-5 is 0.5% of that; a wrong pair or normalisation moves far more.
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5)
     la, lb = read_metrics(a.run_dir), read_metrics(b.run_dir)
     assert [m["loss"] for m in la] == pytest.approx([m["loss"] for m in lb], rel=1e-4)
 

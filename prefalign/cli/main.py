@@ -136,6 +136,22 @@ def online(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 @app.command()
 @friendly_errors
+def dpa(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+    """Directional Preference Alignment: rounds of rejection-sampling fine-tuning, each prompt asked with a
+    random direction between two objectives; the model is then steered by the direction in its prompt.
+
+    Writes trainer.output_dir/{round-K/, model/, dpa.json}. Example: prefalign dpa -c examples/dpa.yaml"""
+    from prefalign.config.schema import DPATrainConfig
+    from prefalign.pluralistic.dpa_recipe import train_dpa
+
+    cfg = load_config(config, overrides or [], schema=DPATrainConfig)
+    folder = train_dpa(cfg, console)
+    console.print(f"done: {cfg.rounds} rounds -> {folder}; ask with '<|system|> K prompt' (K = 0..9, "
+                  f"{cfg.objectives[0]} at 0, {cfg.objectives[1]} at 9)", markup=False)
+
+
+@app.command()
+@friendly_errors
 def rl(config: ConfigOpt = None, overrides: OverridesArg = None,
        resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Reinforcement learning from the policy's own samples: GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO,
@@ -877,15 +893,16 @@ def value_train(out: Annotated[Path, typer.Option(help="the value model folder t
 @config_app.command("show")
 @friendly_errors
 def config_show(config: ConfigOpt = None, overrides: OverridesArg = None,
-                command: Annotated[str, typer.Option(help="whose schema: train, sft, online, rl, rm (rm train) "
-                                                     "or decode")] = "train",
+                command: Annotated[str, typer.Option(help="whose schema: train, sft, budget, dpa, online, rl, "
+                                                     "rm (rm train) or decode")] = "train",
                 ) -> None:
     """Print the fully resolved configuration (defaults, then the file, then overrides) as YAML."""
     import yaml
 
     from prefalign.config.examples import schema_for
 
-    names = {"train": "train", "sft": "sft", "online": "online", "rl": "rl", "rm": "rm train", "decode": "decode"}
+    names = {"train": "train", "sft": "sft", "budget": "budget", "dpa": "dpa", "online": "online", "rl": "rl",
+             "rm": "rm train", "decode": "decode"}
     if command not in names:
         raise ValueError(f"--command {command!r}: one of {', '.join(names)}")
     cfg = load_config(config, overrides or [], schema=schema_for(names[command]))

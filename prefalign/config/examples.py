@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-COMMAND_LINE = re.compile(r"^#\s+prefalign (train|sft|budget|online|rl|rm train|decode) -c examples/", re.MULTILINE)
+COMMAND_LINE = re.compile(r"^#\s+prefalign (train|sft|budget|dpa|online|rl|rm train|decode) -c examples/", re.MULTILINE)
 
 
 def shipped_examples() -> dict[str, Path]:
@@ -30,7 +30,7 @@ def schema_for(command: str) -> type[BaseModel]:
 
     return {"train": schema.TrainConfig, "online": schema.OnlineTrainConfig, "rl": schema.RLTrainConfig,
             "rm train": schema.RewardTrainConfig, "decode": schema.DecodeConfig, "sft": schema.SFTTrainConfig,
-            "budget": schema.BudgetConfig}[command]
+            "budget": schema.BudgetConfig, "dpa": schema.DPATrainConfig}[command]
 
 
 def example_summary(path: Path) -> str:

@@ -540,6 +540,28 @@ class BudgetConfig(Strict):
     preference: TrainConfig = TrainConfig()
 
 
+class DPATrainConfig(Strict):
+    """`prefalign dpa` (Directional Preference Alignment, Wang et al. 2024; prefalign/pluralistic/directional.py):
+    `rounds` of preference-conditioned rejection-sampling fine-tuning over two objectives. Each round takes the
+    next `prompts_per_round` prompts, gives each a random direction (its angle in 10-degree steps, written into
+    the prompt), samples `samples` completions and fine-tunes `trainer.max_steps` steps on the best for that
+    direction. Ask the result with "<|system|> K prompt" for the direction at 10 K degrees from the first
+    objective."""
+
+    model: ModelConfig = ModelConfig()
+    prompts: str = Field("toy", description="toy (the toy training prompts) or a file with a `prompt` field")
+    objectives: list[str] = Field(["gold", "brevity"], min_length=2, max_length=2,
+                                  description="two scorers, as online.scorer names them (gold, brevity, "
+                                              "noisy_gold, verifier, rm:FOLDER); the first is at 0 degrees")
+    rounds: int = Field(2, gt=0)
+    samples: int = Field(4, ge=2, description="completions per prompt, the best kept")
+    prompts_per_round: int = Field(1000, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    max_length: int = Field(128, gt=0, description="tokens of prompt and completion in fine-tuning")
+    trainer: TrainerConfig = TrainerConfig(output_dir="runs/dpa", max_steps=300, batch_size=32, lr=1e-3,
+                                           warmup_steps=20)
+
+
 class DecodeConfig(Strict):
     """`prefalign decode`: a frozen model steered at inference by rewards, values or self-consistency. Every
     key is also a command-line option (n_prompts is --n-prompts); options given there win over the file.

@@ -26,8 +26,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefalign.atomic_files import write_result
 from prefalign.config.schema import TrainerConfig
-from prefalign.data.tokenize import CompletionTokenizer
-from prefalign.decoding.sampling import sample
 from prefalign.evaluation.context_eval import render_context, run_context
 from prefalign.evaluation.modpo_sweep import objective_means, score_policy
 from prefalign.evaluation.selection_table import dpo, minilm_path
@@ -35,11 +33,12 @@ from prefalign.evaluation.vpl_eval import render_vpl, run_vpl
 from prefalign.merging.merge import MergeRecipe, merge_folders
 from prefalign.models.loading import TOY_BASE
 from prefalign.models.pretrained import load_pretrained_files, load_pretrained_model
+from prefalign.online.scorers import build_scorer
 from prefalign.pluralistic import directional as dpa
+from prefalign.pluralistic.dpa_recipe import rsf_round
 from prefalign.toy.gold_reward import brevity_reward, gold_reward
 from prefalign.toy.preference_data import cached_toy_pairs, write_jsonl
 from prefalign.toy.world import split_prompts
-from prefalign.training.sft import train_sft
 
 OBJECTIVES = {"gold": gold_reward, "brevity": brevity_reward}
 WEIGHTS = [1.0, 0.8, 0.6, 0.5, 0.4, 0.2, 0.0]  # the gold weight; brevity gets the rest
@@ -86,20 +85,6 @@ def merged_front(root: Path, models: dict[str, str], method: str, prompts: list[
     return points
 
 
-def rsf_round(model: torch.nn.Module, tokenizer: object, train_prompts: list[str], scale: dpa.ObjectiveScale,
-              trainer: TrainerConfig, n: int, seed: int, console: Console) -> None:
-    """One round of preference-conditioned rejection-sampling fine-tuning, in place."""
-    steps = dpa.draw_steps(len(train_prompts), seed)
-    asked = [dpa.condition(p, k) for p, k in zip(train_prompts, steps)]
-    responses = [[s.text for s in per] for per in sample(model.eval(), tokenizer, asked, n=n, seed=seed)]
-    examples = dpa.rsf_examples(train_prompts, responses, list(OBJECTIVES.values()), scale, steps)
-    encoder = CompletionTokenizer(tokenizer, max_length=128)
-    tokenized = [encoder.encode(p, y) for p, y in examples]
-    random.Random(seed).shuffle(tokenized)
-    with tempfile.TemporaryDirectory() as run_dir:
-        train_sft(model.train(), tokenized, tokenizer.pad_token_id, trainer, Path(run_dir), console=console)
-
-
 def dpa_front(samples: list[dict], prompts: list[str], rounds: int, steps: int, n: int, seed: int,
               console: Console) -> dict:
     tokenizer = load_pretrained_files(AutoTokenizer, str(TOY_BASE))
@@ -110,10 +95,12 @@ def dpa_front(samples: list[dict], prompts: list[str], rounds: int, steps: int, 
     trainer = TrainerConfig(seed=seed, max_steps=steps, batch_size=32, lr=1e-3, schedule="cosine", warmup_steps=20,
                             log_every=50, save_every=0, progress=False)
     train_prompts = [r["prompt"] for r in samples]
+    scorers = [build_scorer(name) for name in OBJECTIVES]
     for k in range(rounds):
         console.print(f"DPA: RSF round {k + 1} of {rounds}")
-        rsf_round(model, tokenizer, train_prompts, scale, trainer.model_copy(update={"seed": seed + k}), n,
-                  seed + 10 * k, console)
+        with tempfile.TemporaryDirectory() as run_dir:
+            rsf_round(model, tokenizer, train_prompts, scorers, scale, trainer.model_copy(update={"seed": seed + k}),
+                      Path(run_dir), n, seed + 10 * k, console)
     points = []
     for w in WEIGHTS:
         step = dpa.step_for_weights((w, 1 - w))

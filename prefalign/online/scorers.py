@@ -5,6 +5,7 @@ resumed run labels its rollouts exactly as the interrupted one did and no RNG st
 
   gold        the toy world's gold reward
   noisy_gold  gold + N(0, online.noise^2): an unreliable annotator
+  brevity     the toy's second objective, -0.1 per word (shorter is better)
   verifier    toy arithmetic: 1 if the first number stated is the answer, else 0 (arithmetic prompts only)
   self_consistency  the share of the prompt's samples that state the same answer (ScPO's vote); never
               reads the true answer, so it labels prompts that have none
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from prefalign.decoding.self_consistency import first_number
-from prefalign.toy.gold_reward import gold_reward
+from prefalign.toy.gold_reward import brevity_reward, gold_reward
 from prefalign.toy.world import parse_prompt
 
 
@@ -30,6 +31,11 @@ class Scorer(Protocol):
 class GoldScorer:
     def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
         return [gold_reward(p, r) for p, r in zip(prompts, responses)]
+
+
+class BrevityScorer:
+    def score(self, prompts: list[str], responses: list[str], seed: int) -> list[float]:
+        return [brevity_reward(p, r) for p, r in zip(prompts, responses)]
 
 
 class NoisyGoldScorer:
@@ -84,6 +90,7 @@ class RewardModelScorer:
 SCORERS: dict[str, Callable[..., Scorer]] = {
     "gold": lambda arg, noise: GoldScorer(),
     "noisy_gold": lambda arg, noise: NoisyGoldScorer(noise),
+    "brevity": lambda arg, noise: BrevityScorer(),
     "verifier": lambda arg, noise: ArithmeticVerifier(),
     "self_consistency": lambda arg, noise: SelfConsistencyVote(),
     "rm": lambda arg, noise: RewardModelScorer(arg),

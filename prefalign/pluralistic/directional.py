@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +25,6 @@ import numpy as np
 PREFIX = "<|system|>"
 STEP_DEGREES = 10
 STEPS = 90 // STEP_DEGREES + 1  # k = 0 .. 9
-
-Reward = Callable[[str, str], float]
 
 
 def direction(k: int) -> np.ndarray:
@@ -75,15 +72,12 @@ def best_for_direction(rewards: np.ndarray, scale: ObjectiveScale, k: int) -> in
     return int(np.argmax(scale.project(rewards, direction(k))))
 
 
-def rsf_examples(prompts: list[str], responses: list[list[str]], objectives: list[Reward], scale: ObjectiveScale,
+def rsf_examples(prompts: list[str], responses: list[list[str]], rewards: np.ndarray, scale: ObjectiveScale,
                  steps: list[int]) -> list[tuple[str, str]]:
     """One RSF round's SFT examples: per prompt, its conditioned prompt and the best of its samples for the
-    direction it was sampled with."""
-    out = []
-    for prompt, samples, k in zip(prompts, responses, steps, strict=True):
-        rewards = np.array([[fn(prompt, y) for fn in objectives] for y in samples])
-        out.append((condition(prompt, k), samples[best_for_direction(rewards, scale, k)]))
-    return out
+    direction it was sampled with; rewards [prompts, samples, objectives]."""
+    return [(condition(prompt, k), samples[best_for_direction(r, scale, k)])
+            for prompt, samples, r, k in zip(prompts, responses, rewards, steps, strict=True)]
 
 
 def draw_steps(n: int, seed: int) -> list[int]:
