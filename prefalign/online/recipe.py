@@ -80,8 +80,7 @@ def train_online(cfg: OnlineTrainConfig, resume: bool = False, console: Console 
         if reference is None:
             raise ValueError(f"online.select={cfg.online.select} scores pairs by the policy's margin against a "
                              "reference; the loss has none (use dpo, ipo, ...)")
-        beta = getattr(cfg.loss[0], "beta", None) or 0.1
-        implicit = implicit_margin_fn(policy, reference, collate, beta, processes.device)
+        implicit = implicit_margin_fn(policy, reference, collate, losses[0].beta or 0.1, processes.device)
     source = RolloutSource(policy, tokenizer, prompts, build_scorer(cfg.online.scorer, cfg.online.noise), cfg.online,
                            cfg.trainer, collate, processes.rank, processes.world, log,
                            rollout_draft(cfg.online, cfg.model, tokenizer, processes.device), implicit)

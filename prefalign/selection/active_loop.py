@@ -25,10 +25,6 @@ from prefalign.selection.selectors import SELECTORS, Selection
 from prefalign.toy.preference_data import write_jsonl
 
 
-def _beta(cfg: TrainConfig) -> float:
-    return float(getattr(cfg.loss[0], "beta", None) or 0.1) if cfg.loss else 0.1
-
-
 def acquire(candidates: Path, policy: str | None, cfg: TrainConfig, per_round: int, seed: int,
             oversample: float) -> Selection:
     """The pairs to ask about: at random without a trained policy, else by the `active` selector."""
@@ -36,8 +32,16 @@ def acquire(candidates: Path, policy: str | None, cfg: TrainConfig, per_round: i
     if policy is None:
         return SELECTORS["random"].fn(pair_scores(str(candidates), pairs, (), "random"), per_round, seed)
     scores = pair_scores(str(candidates), pairs, SELECTORS["active"].needs, "active", policy=policy,
-                         reference=cfg.model.name_or_path, beta=_beta(cfg), max_length=cfg.data.max_length)
+                         reference=cfg.model.name_or_path, beta=implicit_beta(cfg), max_length=cfg.data.max_length)
     return SELECTORS["active"].fn(scores, per_round, seed, oversample=oversample)
+
+
+def implicit_beta(cfg: TrainConfig) -> float:
+    """The beta of the implicit reward b (log pi - log pi_ref): the first loss term's (the registry's view of
+    it), 0.1 where it has none."""
+    from prefalign.losses.registry import build_losses
+
+    return build_losses(cfg.loss)[0].beta or 0.1 if cfg.loss else 0.1
 
 
 def _summary(selection: Selection, name: str) -> dict:
